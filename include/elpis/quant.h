@@ -1,0 +1,111 @@
+/* quant.h -- tensor types, reference (de)quantization, and dot-product kernels.
+ *
+ * Design (as llama.cpp's CPU backend; facts in shared/docs/engine-facts.md §2):
+ * every weight type has a `vec_dot_type`. A matmul converts its activations
+ * ONCE into that type (Q8_0, Q8_1, Q8_K, F16, BF16 or F32), then every output
+ * element is an integer (or half) dot product of one weight row against one
+ * converted activation row.
+ *
+ * Kernels are chosen at run time: elpis_kernels_init() reads CPUID (and the
+ * environment variable ELPIS_KERNELS=portable|avx2|avx512 to force a path, used
+ * by the tests) and fills a table of function pointers. The portable C path is
+ * the reference the SIMD paths are tested against.
+ *
+ * Batch invariance: vec_dot with nrc>1 must give, for every column, exactly the
+ * bits that nrc==1 gives for that column (same operations in the same order).
+ * The scheduler's reproducibility under load depends on it.
+ */
+#ifndef ELPIS_QUANT_H
+#define ELPIS_QUANT_H
+
+#include "elpis/base.h"
+
+/* ggml type ids (the numbers stored in GGUF files). */
+typedef enum elpis_dtype {
+    ELPIS_F32 = 0, ELPIS_F16 = 1, ELPIS_Q4_0 = 2, ELPIS_Q4_1 = 3,
+    ELPIS_Q5_0 = 6, ELPIS_Q5_1 = 7, ELPIS_Q8_0 = 8, ELPIS_Q8_1 = 9,
+    ELPIS_Q2_K = 10, ELPIS_Q3_K = 11, ELPIS_Q4_K = 12, ELPIS_Q5_K = 13,
+    ELPIS_Q6_K = 14, ELPIS_Q8_K = 15, ELPIS_BF16 = 30,
+    ELPIS_DTYPE_MAX = 40
+} elpis_dtype;
+
+typedef struct elpis_type_info {
+    const char *name;      /* "q4_0" */
+    int      blck;         /* weights per block */
+    size_t   bytes;        /* bytes per block */
+    elpis_dtype vec_dot_type; /* activation type for dot products */
+    bool     weight;       /* usable as a model weight by this engine */
+} elpis_type_info;
+
+/* NULL if `t` is not a type this engine knows. */
+const elpis_type_info *elpis_type_info_of(uint32_t t);
+/* Bytes of a row of n elements (n must be a multiple of blck). */
+size_t elpis_row_bytes(elpis_dtype t, int64_t n);
+
+/* Reference conversions, one row (n a multiple of the block size). */
+void elpis_dequantize_row(elpis_dtype t, const void *src, float *dst, int64_t n);
+/* Quantize activations into `t` (any vec_dot_type: Q8_0, Q8_1, Q8_K, F16, BF16, F32). */
+void elpis_quantize_row(elpis_dtype t, const float *src, void *dst, int64_t n);
+
+/* One kernel path. vec_dot computes nrc dot products of ONE weight row `w`
+ * (type t, n elements) with nrc activation rows x, x+bx, x+2bx, ... (already
+ * in t's vec_dot_type), writing s[0], s[bs], s[2bs], ...
+ * Units: bx is in BYTES (activation rows are quantized blocks), bs in floats.
+ * Every kernel accepts any nrc >= 1; max_nrc is only a tiling hint. */
+typedef void (*elpis_vec_dot_fn)(int64_t n, float *s, size_t bs, const void *w,
+                                 const void *x, size_t bx, int nrc);
+typedef void (*elpis_quantize_fn)(const float *src, void *dst, int64_t n);
+
+typedef struct elpis_kernels {
+    const char *name;                                 /* "portable", "avx2", "avx512" */
+    elpis_vec_dot_fn  vec_dot[ELPIS_DTYPE_MAX];       /* indexed by weight type */
+    elpis_quantize_fn quantize[ELPIS_DTYPE_MAX];      /* indexed by activation type */
+    int max_nrc;                                      /* largest nrc worth passing */
+} elpis_kernels;
+
+/* Pick kernels once (CPUID + ELPIS_KERNELS). Thread-safe, idempotent. */
+const elpis_kernels *elpis_kernels_get(void);
+/* A specific path by name, or NULL if this CPU cannot run it. */
+const elpis_kernels *elpis_kernels_by_name(const char *name);
+
+/* ---- block layouts (ggml src/ggml-common.h; engine-facts §2) ---------------
+ * Exposed so model code and tests can build or inspect blocks. Half floats
+ * are stored as raw IEEE fp16 bits (uint16_t); convert with elpis_f16_to_f32.
+ * Byte arrays keep every struct free of padding: sizes are static_asserted
+ * in quant.c against the table in engine-facts §2. */
+#define ELPIS_QK   32    /* weights per legacy block (Q4_0 ... Q8_1) */
+#define ELPIS_QK_K 256   /* weights per k-quant super-block */
+
+typedef struct { uint16_t d; uint8_t qs[16]; } elpis_block_q4_0;
+typedef struct { uint16_t d, m; uint8_t qs[16]; } elpis_block_q4_1;
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } elpis_block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } elpis_block_q5_1;
+typedef struct { uint16_t d; int8_t qs[32]; } elpis_block_q8_0;
+typedef struct { uint16_t d, s; int8_t qs[32]; } elpis_block_q8_1;   /* s = d*sum(qs) */
+typedef struct { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; } elpis_block_q2_K;
+typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } elpis_block_q3_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } elpis_block_q4_K;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } elpis_block_q5_K;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } elpis_block_q6_K;
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } elpis_block_q8_K;
+
+/* Q4_K/Q5_K: unpack the 12 packed bytes into 8 6-bit scales and 8 6-bit mins
+ * (get_scale_min_k4, engine-facts §2). Shared by every kernel path. */
+static inline void elpis_k4_scales(const uint8_t q[12], uint8_t sc[8], uint8_t mn[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((q[j + 8] & 15) | ((q[j] >> 6) << 4));
+        mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
+    }
+}
+
+/* ---- internal to src/engine/quant*.c ---------------------------------------
+ * quant.c fills a table with the portable kernels, then lets a SIMD file
+ * overwrite the entries it implements, so no entry is ever NULL. Each returns
+ * false (touching nothing) when built for a non-x86-64 target. The caller
+ * has already checked CPUID. */
+bool elpis_quant__fill_avx2(elpis_kernels *k);
+bool elpis_quant__fill_avx512(elpis_kernels *k);
+
+#endif
