@@ -38,6 +38,7 @@
 #include "elpis/pool.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -207,26 +208,12 @@ static void kv_store(elpis_ctx *c, void *dst, const float *src) {
     for (size_t i = 0; i < c->kv_dim; i++) d[i] = elpis_f32_to_f16(src[i]);
 }
 
-static float kv_dot(const elpis_ctx *c, const void *k, const float *q, int n) {
-    float s = 0;
-    if (c->kv_elsize == 4) {
-        if (c->p.exact) {
-            double d = 0;
-            for (int i = 0; i < n; i++) d += (double)((const float *)k)[i] * q[i];
-            return (float)d;
-        }
-        for (int i = 0; i < n; i++) s += ((const float *)k)[i] * q[i];
-        return s;
-    }
-    for (int i = 0; i < n; i++) s += elpis_f16_to_f32(((const uint16_t *)k)[i]) * q[i];
-    return s;
-}
-
-static void kv_axpy(const elpis_ctx *c, float *out, const void *v, float a, int n) {
-    if (c->kv_elsize == 4)
-        for (int i = 0; i < n; i++) out[i] += a * ((const float *)v)[i];
-    else
-        for (int i = 0; i < n; i++) out[i] += a * elpis_f16_to_f32(((const uint16_t *)v)[i]);
+/* F16 -> F32 by table: the KV cache is read once per position per token, and
+ * a software conversion per element would dominate attention. */
+static float f16_table[65536];
+static pthread_once_t f16_once = PTHREAD_ONCE_INIT;
+static void f16_table_init(void) {
+    for (uint32_t i = 0; i < 65536; i++) f16_table[i] = elpis_f16_to_f32((uint16_t)i);
 }
 
 /* ---- attention ----------------------------------------------------------------- */
@@ -237,28 +224,57 @@ typedef struct att_job {
     int layer;
 } att_job;
 
+/* scores[t] = q . K[t] * scale for t in [0, n): K rows `stride` bytes apart. */
+static float att_scores(const elpis_ctx *c, const char *k, size_t stride, const float *q, int hd, int32_t n,
+                        float scale, float *scores) {
+    float mx = -INFINITY;
+    for (int32_t t = 0; t < n; t++, k += stride) {
+        float s = 0;
+        if (c->kv_elsize == 2) {
+            const uint16_t *kh = (const uint16_t *)k;
+            for (int i = 0; i < hd; i++) s += f16_table[kh[i]] * q[i];
+        } else if (c->p.exact) {
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)((const float *)k)[i] * q[i];
+            s = (float)d;
+        } else {
+            for (int i = 0; i < hd; i++) s += ((const float *)k)[i] * q[i];
+        }
+        scores[t] = s * scale;
+        if (scores[t] > mx) mx = scores[t];
+    }
+    return mx;
+}
+
+/* out = sum_t w[t] * V[t] */
+static void att_values(const elpis_ctx *c, const char *v, size_t stride, const float *w, int hd, int32_t n, float *out) {
+    memset(out, 0, (size_t)hd * sizeof *out);
+    for (int32_t t = 0; t < n; t++, v += stride) {
+        if (c->kv_elsize == 2) {
+            const uint16_t *vh = (const uint16_t *)v;
+            for (int i = 0; i < hd; i++) out[i] += w[t] * f16_table[vh[i]];
+        } else {
+            for (int i = 0; i < hd; i++) out[i] += w[t] * ((const float *)v)[i];
+        }
+    }
+}
+
 /* One (token, head): softmax(q.K / sqrt(d)) @ V over the token's sequence. */
 static void attend_one(elpis_ctx *c, const elpis_batch *b, int layer, int i, int h, float *scores) {
     const elpis_hparams *hp = &c->m->hp;
     const int hd = hp->head_dim, kvh = h / (hp->n_head / hp->n_head_kv);
-    const int32_t seq = b->seq[i], pos = b->pos[i];
+    const int32_t seq = b->seq[i], n = b->pos[i] + 1;
+    const size_t stride = c->kv_dim * c->kv_elsize, head_off = (size_t)kvh * hd * c->kv_elsize;
     const float *q = c->q + ((size_t)i * hp->n_head + h) * hd;
     float *out = c->att + ((size_t)i * hp->n_head + h) * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    float mx = -INFINITY;
-    for (int32_t t = 0; t <= pos; t++) {
-        const void *k = (const char *)kv_at(c, c->k_cache, layer, seq, t) + (size_t)kvh * hd * c->kv_elsize;
-        scores[t] = kv_dot(c, k, q, hd) * scale;
-        if (scores[t] > mx) mx = scores[t];
-    }
+    const char *k = (const char *)kv_at(c, c->k_cache, layer, seq, 0) + head_off;
+    const char *v = (const char *)kv_at(c, c->v_cache, layer, seq, 0) + head_off;
+    float mx = att_scores(c, k, stride, q, hd, n, 1.0f / sqrtf((float)hd), scores);
     double sum = 0;
-    for (int32_t t = 0; t <= pos; t++) { scores[t] = expf(scores[t] - mx); sum += scores[t]; }
+    for (int32_t t = 0; t < n; t++) { scores[t] = expf(scores[t] - mx); sum += scores[t]; }
     const float inv = (float)(1.0 / sum);
-    memset(out, 0, (size_t)hd * sizeof *out);
-    for (int32_t t = 0; t <= pos; t++) {
-        const void *v = (const char *)kv_at(c, c->v_cache, layer, seq, t) + (size_t)kvh * hd * c->kv_elsize;
-        kv_axpy(c, out, v, scores[t] * inv, hd);
-    }
+    for (int32_t t = 0; t < n; t++) scores[t] *= inv;
+    att_values(c, v, stride, scores, hd, n, out);
 }
 
 static void attend_rows(void *arg, int64_t w0, int64_t w1, int tid) {
@@ -483,6 +499,7 @@ elpis_status elpis_ctx_new(elpis_ctx **out, const elpis_model *m, const elpis_ct
         goto fail;
     }
     init_rope(c);
+    pthread_once(&f16_once, f16_table_init);
     *out = c;
     return ELPIS_OK;
 fail:
