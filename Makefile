@@ -33,6 +33,14 @@ test-asan:
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
+# ThreadSanitizer: the tests that run more than one thread (scheduler, pool, server).
+test-tsan:
+	@$(CMAKE_Q) -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DELPIS_SANITIZE=thread \
+	  -DCMAKE_C_COMPILER=clang >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ctest --output-on-failure -j $(JOBS) -R 'test_sched|test_forward|test_tokenizer|server'
+
 fuzz:
 	@$(CMAKE_Q) -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DELPIS_SANITIZE=address,undefined \
 	  -DELPIS_FUZZ=ON -DCMAKE_C_COMPILER=clang >/dev/null

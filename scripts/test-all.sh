@@ -10,6 +10,8 @@ step "release build + tests"
 make --no-print-directory test-release JOBS="$JOBS"
 step "ASan+UBSan build + tests"
 make --no-print-directory test-asan JOBS="$JOBS"
+step "TSan build + threaded tests"
+make --no-print-directory test-tsan JOBS="$JOBS"
 step "fuzz (short)"
 make --no-print-directory fuzz JOBS="$JOBS" FUZZ_SECONDS="${FUZZ_SECONDS:-15}"
 echo

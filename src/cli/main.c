@@ -19,6 +19,8 @@ static const struct {
     { "eval", cmd_eval, "print next-token probabilities for given token ids" },
     { "tokenize", cmd_tokenize, "print the token ids of a text" },
     { "info", cmd_info, "describe a model file" },
+    { "bench", cmd_bench, "measure prompt and generation speed" },
+    { "mkmodel", cmd_mkmodel, "write a random-weight model of a given shape (for benchmarks)" },
 };
 
 static void usage(FILE *f) {
