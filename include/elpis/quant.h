@@ -42,9 +42,12 @@ const elpis_type_info *elpis_type_info_of(uint32_t t);
 /* Bytes of a row of n elements (n must be a multiple of blck). */
 size_t elpis_row_bytes(elpis_dtype t, int64_t n);
 
-/* Reference conversions, one row (n a multiple of the block size). */
+/* Reference conversions, one row (n a multiple of the block size).
+ * Dequantize handles every weight type and Q8_0/Q8_1/Q8_K; for a known type
+ * without support (Q2_K, Q3_K: weight=false) it writes NaN; unknown t: no-op. */
 void elpis_dequantize_row(elpis_dtype t, const void *src, float *dst, int64_t n);
-/* Quantize activations into `t` (any vec_dot_type: Q8_0, Q8_1, Q8_K, F16, BF16, F32). */
+/* Quantize activations into `t` (any vec_dot_type: Q8_0, Q8_1, Q8_K, F16, BF16, F32);
+ * other types: no-op. */
 void elpis_quantize_row(elpis_dtype t, const float *src, void *dst, int64_t n);
 
 /* One kernel path. vec_dot computes nrc dot products of ONE weight row `w`
@@ -90,7 +93,7 @@ typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d;
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } elpis_block_q8_K;
 
 /* Q4_K/Q5_K: unpack the 12 packed bytes into 8 6-bit scales and 8 6-bit mins
- * (get_scale_min_k4, engine-facts §2). Shared by every kernel path. */
+ * (get_scale_min_k4, engine-facts §2). The portable kernels use this form. */
 static inline void elpis_k4_scales(const uint8_t q[12], uint8_t sc[8], uint8_t mn[8]) {
     for (int j = 0; j < 4; j++) {
         sc[j] = q[j] & 63;
@@ -98,6 +101,18 @@ static inline void elpis_k4_scales(const uint8_t q[12], uint8_t sc[8], uint8_t m
         sc[j + 4] = (uint8_t)((q[j + 8] & 15) | ((q[j] >> 6) << 4));
         mn[j + 4] = (uint8_t)((q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4));
     }
+}
+
+/* The same unpacking on 32-bit words (kmask1/2/3 = 0x3f3f3f3f, 0x0f0f0f0f,
+ * 0x03030303): byte j of *sc / *mn is scale / min j. Stays in registers,
+ * which the SIMD kernels need; tested against elpis_k4_scales. */
+static inline void elpis_k4_scales_packed(const uint8_t q[12], uint64_t *sc, uint64_t *mn) {
+    const uint32_t k1 = 0x3f3f3f3fu, k2 = 0x0f0f0f0fu, k3 = 0x03030303u;
+    const uint32_t u0 = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+    const uint32_t u1 = (uint32_t)q[4] | (uint32_t)q[5] << 8 | (uint32_t)q[6] << 16 | (uint32_t)q[7] << 24;
+    const uint32_t u2 = (uint32_t)q[8] | (uint32_t)q[9] << 8 | (uint32_t)q[10] << 16 | (uint32_t)q[11] << 24;
+    *sc = (uint64_t)(u0 & k1) | (uint64_t)((u2 & k2) | ((u0 >> 6) & k3) << 4) << 32;
+    *mn = (uint64_t)(u1 & k1) | (uint64_t)(((u2 >> 4) & k2) | ((u1 >> 6) & k3) << 4) << 32;
 }
 
 /* ---- internal to src/engine/quant*.c ---------------------------------------

@@ -77,7 +77,22 @@ size_t elpis_row_bytes(elpis_dtype t, int64_t n) {
     return (size_t)(n / ti->blck) * ti->bytes;
 }
 
-static inline float f16(uint16_t h) { return elpis_f16_to_f32(h); }
+/* Exact f16 -> f32 without a call: place exponent and mantissa in the f32
+ * fields and scale by 2^112 (re-biases 15 -> 127; also makes f16
+ * subnormals exact normals). Inf/NaN keep an all-ones exponent. Checked
+ * against elpis_f16_to_f32 for all 65536 inputs by the tests. */
+static inline float f16(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu;
+    union { uint32_t u; float f; } v;
+    if (em >= 0x7c00u) {
+        v.u = sign | 0x7f800000u | (em & 0x3ffu) << 13;
+        return v.f;
+    }
+    v.u = em << 13;
+    v.f *= 0x1p112f;
+    v.u |= sign;
+    return v.f;
+}
 
 static inline uint32_t load_u32le(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -101,32 +116,28 @@ static void deq_q4_1(const elpis_block_q4_1 *b, float *y) {
     }
 }
 
-/* 5-bit value of element j and j+16 of a Q5 block: high bit from qh (u32 LE),
- * bit j for the low half and bit j+16 (read as (qh>>(j+12))&0x10) for the high. */
-static inline void q5_pair(const uint8_t qh4[4], const uint8_t *qs, int j, int *lo, int *hi) {
+/* The 32 5-bit values (0..31) of a Q5 block: the fifth bit of element j is
+ * bit j of qh (u32 LE) for j < 16, and for j+16 it is (qh >> (j+12)) & 0x10. */
+static inline void q5_unpack(const uint8_t qh4[4], const uint8_t qs[16], int q[32]) {
     const uint32_t qh = load_u32le(qh4);
-    *lo = (int)((qs[j] & 15) | (((qh >> j) << 4) & 0x10));
-    *hi = (int)((qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
+    for (int j = 0; j < 16; j++) {
+        q[j]      = (int)((qs[j] & 15) | (((qh >> j) << 4) & 0x10));
+        q[j + 16] = (int)((qs[j] >> 4) | ((qh >> (j + 12)) & 0x10));
+    }
 }
 
 static void deq_q5_0(const elpis_block_q5_0 *b, float *y) {
     const float d = f16(b->d);
-    for (int j = 0; j < 16; j++) {
-        int lo, hi;
-        q5_pair(b->qh, b->qs, j, &lo, &hi);
-        y[j] = (float)(lo - 16) * d;
-        y[j + 16] = (float)(hi - 16) * d;
-    }
+    int q[32];
+    q5_unpack(b->qh, b->qs, q);
+    for (int j = 0; j < 32; j++) y[j] = (float)(q[j] - 16) * d;
 }
 
 static void deq_q5_1(const elpis_block_q5_1 *b, float *y) {
     const float d = f16(b->d), m = f16(b->m);
-    for (int j = 0; j < 16; j++) {
-        int lo, hi;
-        q5_pair(b->qh, b->qs, j, &lo, &hi);
-        y[j] = (float)lo * d + m;
-        y[j + 16] = (float)hi * d + m;
-    }
+    int q[32];
+    q5_unpack(b->qh, b->qs, q);
+    for (int j = 0; j < 32; j++) y[j] = (float)q[j] * d + m;
 }
 
 static void deq_q8_0(const elpis_block_q8_0 *b, float *y) {
@@ -171,22 +182,29 @@ static void deq_q5_K(const elpis_block_q5_K *b, float *y) {
     }
 }
 
-/* Q6_K 6-bit value (0..63) of element 32*g + l of half h, g = 0..3. */
-static inline int q6_value(const elpis_block_q6_K *b, int h, int g, int l) {
-    const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
-    const int lo = (g & 1) ? ql[l + 32] : ql[l];
-    const int nib = (g < 2) ? (lo & 15) : (lo >> 4);
-    return nib | (((qh[l] >> (2 * g)) & 3) << 4);
+/* The 256 values of a Q6_K block minus 32 (-32..31), in element order:
+ * per half h (ql += 64, qh += 32), l < 32:
+ *   y[l]    = ql[l]&15    | ((qh[l]>>0)&3)<<4      y[l+64] = ql[l]>>4    | ((qh[l]>>4)&3)<<4
+ *   y[l+32] = ql[l+32]&15 | ((qh[l]>>2)&3)<<4      y[l+96] = ql[l+32]>>4 | ((qh[l]>>6)&3)<<4 */
+static void q6_unpack(const elpis_block_q6_K *b, int q[256]) {
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        int *y = q + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            y[l]      = ((ql[l] & 15)      | ((qh[l] >> 0) & 3) << 4) - 32;
+            y[l + 32] = ((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32;
+            y[l + 64] = ((ql[l] >> 4)      | ((qh[l] >> 4) & 3) << 4) - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32;
+        }
+    }
 }
 
+/* Scale k covers elements 16k..16k+15. */
 static void deq_q6_K(const elpis_block_q6_K *b, float *y) {
     const float d = f16(b->d);
-    for (int h = 0; h < 2; h++)
-        for (int g = 0; g < 4; g++)
-            for (int l = 0; l < 32; l++) {
-                const int e = 128 * h + 32 * g + l;  /* scale index = e/16 */
-                y[e] = d * (float)b->scales[e / 16] * (float)(q6_value(b, h, g, l) - 32);
-            }
+    int q[256];
+    q6_unpack(b, q);
+    for (int e = 0; e < 256; e++) y[e] = d * (float)b->scales[e / 16] * (float)q[e];
 }
 
 static void deq_q8_K(const elpis_block_q8_K *b, float *y) {
@@ -226,7 +244,9 @@ void elpis_dequantize_row(elpis_dtype t, const void *src, float *dst, int64_t n)
     case ELPIS_Q5_K: DEQ_ROW(deq_q5_K, elpis_block_q5_K); break;
     case ELPIS_Q6_K: DEQ_ROW(deq_q6_K, elpis_block_q6_K); break;
     case ELPIS_Q8_K: DEQ_ROW(deq_q8_K, elpis_block_q8_K); break;
-    default: memset(dst, 0, (size_t)n * sizeof(float)); break; /* Q2_K/Q3_K: no dequant */
+    default:   /* known but unsupported (Q2_K, Q3_K): NaN, so misuse cannot pass unnoticed */
+        for (int64_t i = 0; i < n; i++) dst[i] = NAN;
+        break;
     }
 }
 
@@ -338,12 +358,9 @@ static float dot1_q5_0(int64_t nb, const void *vw, const void *vx) {
     const elpis_block_q8_0 *x = vx;
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        int isum = 0;
-        for (int j = 0; j < 16; j++) {
-            int lo, hi;
-            q5_pair(w[i].qh, w[i].qs, j, &lo, &hi);
-            isum += (lo - 16) * x[i].qs[j] + (hi - 16) * x[i].qs[j + 16];
-        }
+        int q[32], isum = 0;
+        q5_unpack(w[i].qh, w[i].qs, q);
+        for (int j = 0; j < 32; j++) isum += (q[j] - 16) * x[i].qs[j];
         sum += (float)isum * (f16(w[i].d) * f16(x[i].d));
     }
     return sum;
@@ -354,12 +371,9 @@ static float dot1_q5_1(int64_t nb, const void *vw, const void *vx) {
     const elpis_block_q8_1 *x = vx;
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        int isum = 0;
-        for (int j = 0; j < 16; j++) {
-            int lo, hi;
-            q5_pair(w[i].qh, w[i].qs, j, &lo, &hi);
-            isum += lo * x[i].qs[j] + hi * x[i].qs[j + 16];
-        }
+        int q[32], isum = 0;
+        q5_unpack(w[i].qh, w[i].qs, q);
+        for (int j = 0; j < 32; j++) isum += q[j] * x[i].qs[j];
         sum += (float)isum * (f16(w[i].d) * f16(x[i].d)) + f16(w[i].m) * f16(x[i].s);
     }
     return sum;
@@ -438,41 +452,40 @@ static float dot1_q6_K(int64_t nb, const void *vw, const void *vx) {
     const elpis_block_q8_K *x = vx;
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
-        for (int h = 0; h < 2; h++)
-            for (int g = 0; g < 4; g++)
-                for (int half16 = 0; half16 < 2; half16++) {  /* one scale per 16 weights */
-                    const int e0 = 128 * h + 32 * g + 16 * half16;
-                    int s = 0;
-                    for (int l = 16 * half16; l < 16 * half16 + 16; l++)
-                        s += (q6_value(&w[i], h, g, l) - 32) * x[i].qs[128 * h + 32 * g + l];
-                    sumi += w[i].scales[e0 / 16] * s;
-                }
+        int q[256], sumi = 0;
+        q6_unpack(&w[i], q);
+        for (int k = 0; k < 16; k++) {       /* one scale per 16 weights */
+            int s = 0;
+            for (int l = 16 * k; l < 16 * k + 16; l++) s += q[l] * x[i].qs[l];
+            sumi += w[i].scales[k] * s;
+        }
         sum += (f16(w[i].d) * x[i].d) * (float)sumi;
     }
     return sum;
 }
 
-static float dot1_f16(int64_t n, const void *vw, const void *vx) {
-    const uint16_t *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) sum += f16(w[i]) * f16(x[i]);
-    return sum;
-}
+/* Float dots: four partial sums (element i goes to sum i%4), combined in a
+ * fixed order, so the loop is not one long chain of dependent adds. */
+#define FLOAT_DOT(name, T, CONV)                                                     \
+    static float dot1_##name(int64_t n, const void *vw, const void *vx) {            \
+        const T *w = vw, *x = vx;                                                    \
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;                            \
+        int64_t i = 0;                                                               \
+        for (; i + 4 <= n; i += 4) {                                                 \
+            a0 += CONV(w[i]) * CONV(x[i]);                                           \
+            a1 += CONV(w[i + 1]) * CONV(x[i + 1]);                                   \
+            a2 += CONV(w[i + 2]) * CONV(x[i + 2]);                                   \
+            a3 += CONV(w[i + 3]) * CONV(x[i + 3]);                                   \
+        }                                                                            \
+        float sum = (a0 + a1) + (a2 + a3);                                           \
+        for (; i < n; i++) sum += CONV(w[i]) * CONV(x[i]);                           \
+        return sum;                                                                  \
+    }
 
-static float dot1_bf16(int64_t n, const void *vw, const void *vx) {
-    const uint16_t *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) sum += elpis_bf16_to_f32(w[i]) * elpis_bf16_to_f32(x[i]);
-    return sum;
-}
-
-static float dot1_f32(int64_t n, const void *vw, const void *vx) {
-    const float *w = vw, *x = vx;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) sum += w[i] * x[i];
-    return sum;
-}
+#define AS_F32(v) (v)
+FLOAT_DOT(f16, uint16_t, f16)
+FLOAT_DOT(bf16, uint16_t, elpis_bf16_to_f32)
+FLOAT_DOT(f32, float, AS_F32)
 
 /* nrc columns = nrc independent calls: batch invariant by construction. */
 #define PORTABLE_VEC_DOT(name, blck)                                                   \

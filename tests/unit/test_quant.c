@@ -285,6 +285,12 @@ static void test_k4_scales_roundtrip(void **state) {
         elpis_k4_scales(q, sc2, mn2);
         assert_memory_equal(sc, sc2, 8);
         assert_memory_equal(mn, mn2, 8);
+        uint64_t psc, pmn;
+        elpis_k4_scales_packed(q, &psc, &pmn);
+        for (int j = 0; j < 8; j++) {
+            assert_int_equal((psc >> (8 * j)) & 0xFF, sc[j]);
+            assert_int_equal((pmn >> (8 * j)) & 0xFF, mn[j]);
+        }
     }
     /* One hand example: j>=4 takes its top 2 bits from the top of q[j-4] / q[j]. */
     const uint8_t q[12] = { 0xC1, 0, 0, 0, 0x40, 0, 0, 0, 0x5A, 0, 0, 0 };
@@ -346,6 +352,16 @@ static void test_dequant_q6_K(void **state) {
 
 static void test_dequant_float_types(void **state) {
     (void)state;
+    /* every f16 bit pattern, against base's converter */
+    static uint16_t all[65536];
+    static float got[65536];
+    for (uint32_t i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    elpis_dequantize_row(ELPIS_F16, all, got, 65536);
+    for (uint32_t i = 0; i < 65536; i++) {
+        const float want = elpis_f16_to_f32((uint16_t)i);
+        if (isnan(want)) assert_true(isnan(got[i]));
+        else if (memcmp(&want, &got[i], 4) != 0) fail_msg("f16 %#x: %g != %g", i, got[i], want);
+    }
     const uint16_t h[4] = { 0x3C00, 0xC000, 0x0001, 0x7BFF };   /* 1, -2, smallest subnormal, 65504 */
     const uint16_t bf[3] = { 0x3F80, 0xC040, 0x0000 };           /* 1, -3, 0 */
     const float f[2] = { 1.5f, -0.25f };
@@ -356,6 +372,11 @@ static void test_dequant_float_types(void **state) {
     assert_true(y[0] == 1.0f && y[1] == -3.0f && y[2] == 0.0f);
     elpis_dequantize_row(ELPIS_F32, f, y, 2);
     assert_true(y[0] == 1.5f && y[1] == -0.25f);
+    /* known-but-unsupported types must not produce plausible numbers */
+    static float big[256];
+    static uint8_t blk[110];
+    elpis_dequantize_row(ELPIS_Q3_K, blk, big, 256);
+    for (int i = 0; i < 256; i++) assert_true(isnan(big[i]));
 }
 
 /* ==== Activation quantizers ====================================================== */
