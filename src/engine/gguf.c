@@ -49,7 +49,11 @@ static elpis_status rd_fail(rd *r, const char *what) {
 static bool rd_need(const rd *r, uint64_t n) { return n <= r->size - r->pos; }
 
 static elpis_status rd_bytes(rd *r, void *dst, uint64_t n, const char *what) {
-    if (!rd_need(r, n)) return rd_fail(r, what);
+    if (!rd_need(r, n)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "truncated %s", what);
+        return rd_fail(r, msg);
+    }
     memcpy(dst, r->base + r->pos, n);
     r->pos += n;
     return ELPIS_OK;
@@ -217,12 +221,13 @@ static elpis_status parse_tensor_info(rd *r, gguf_file *f, uint64_t idx) {
 /* Resolve data pointers: aligned, in range, non-overlapping in file order. */
 static elpis_status place_tensors(rd *r, gguf_file *f) {
     char msg[200];
-    uint64_t data_size = f->size - f->data_offset;
+    uint64_t data_size = f->size - f->data_offset, end = 0;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         gguf_tensor *t = &f->tensors[i];
         const char *problem = NULL;
         if (t->offset % f->alignment != 0) problem = "is not aligned";
         else if (t->offset > data_size || t->nbytes > data_size - t->offset) problem = "is outside the file";
+        else if (t->offset < end) problem = "overlaps the previous tensor";
         if (problem) {
             r->pos = f->data_offset + t->offset;
             snprintf(msg, sizeof msg, "tensor '%.*s' data (offset %llu, %llu bytes) %s", (int)t->name.len,
@@ -230,6 +235,7 @@ static elpis_status place_tensors(rd *r, gguf_file *f) {
             return rd_fail(r, msg);
         }
         t->data = f->base + f->data_offset + t->offset;
+        end = t->offset + t->nbytes;
     }
     return ELPIS_OK;
 }
@@ -237,17 +243,26 @@ static elpis_status place_tensors(rd *r, gguf_file *f) {
 static elpis_status parse_header(rd *r, gguf_file *f) {
     char magic[4];
     int64_t n_tensors, n_kv;
-    if (rd_bytes(r, magic, 4, "truncated magic") != ELPIS_OK) return ELPIS_EFORMAT;
+    if (rd_bytes(r, magic, 4, "magic") != ELPIS_OK) return ELPIS_EFORMAT;
     if (memcmp(magic, "GGUF", 4) != 0) { r->pos = 0; return rd_fail(r, "bad magic (not a GGUF file)"); }
-    if (rd_u32(r, &f->version, "truncated version") != ELPIS_OK) return ELPIS_EFORMAT;
+    if (rd_u32(r, &f->version, "version") != ELPIS_OK) return ELPIS_EFORMAT;
     if (f->version == 1) { r->pos -= 4; return rd_fail(r, "GGUF v1 is not supported"); }
     if ((f->version & 0xFFFF) == 0) { r->pos -= 4; return rd_fail(r, "big-endian GGUF is not supported"); }
     if (f->version > 3) { r->pos -= 4; return rd_fail(r, "unsupported GGUF version"); }
-    if (rd_i64(r, &n_tensors, "truncated tensor count") != ELPIS_OK) return ELPIS_EFORMAT;
-    if (rd_i64(r, &n_kv, "truncated metadata count") != ELPIS_OK) return ELPIS_EFORMAT;
+    if (rd_i64(r, &n_tensors, "tensor count") != ELPIS_OK) return ELPIS_EFORMAT;
+    if (rd_i64(r, &n_kv, "metadata count") != ELPIS_OK) return ELPIS_EFORMAT;
     /* a kv needs >= 8+1+4+1 bytes, a tensor info >= 8+1+4+8+4+8 */
-    if (n_tensors < 0 || (uint64_t)n_tensors > (r->size - r->pos) / 33) { r->pos -= 16; return rd_fail(r, "absurd tensor count"); }
-    if (n_kv < 0 || (uint64_t)n_kv > (r->size - r->pos) / 14) { r->pos -= 8; return rd_fail(r, "absurd metadata count"); }
+    char msg[96];
+    if (n_tensors < 0 || (uint64_t)n_tensors > (r->size - r->pos) / 33) {
+        r->pos -= 16;
+        snprintf(msg, sizeof msg, "absurd tensor count %lld (more than the file can hold)", (long long)n_tensors);
+        return rd_fail(r, msg);
+    }
+    if (n_kv < 0 || (uint64_t)n_kv > (r->size - r->pos) / 14) {
+        r->pos -= 8;
+        snprintf(msg, sizeof msg, "absurd metadata count %lld (more than the file can hold)", (long long)n_kv);
+        return rd_fail(r, msg);
+    }
     f->n_tensors = (uint64_t)n_tensors;
     f->n_kv = (uint64_t)n_kv;
     return ELPIS_OK;
@@ -402,12 +417,20 @@ const gguf_kv *gguf_find_array(const gguf_file *f, const char *key, uint32_t ele
     return kv;
 }
 
+/* Float -> int64 without undefined behaviour: saturate, NaN -> 0. */
+static int64_t f64_to_i64(double x) {
+    if (x != x) return 0;
+    if (x >= 9223372036854775808.0) return INT64_MAX;
+    if (x < -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)x;
+}
+
 int64_t gguf_arr_i64(const gguf_kv *kv, uint64_t i) {
     gguf_kv tmp = { 0 };
     uint64_t es = vtype_size(kv->arr_type);
     if (i >= kv->arr_n || es == 0) return 0;
     load_scalar(&tmp, kv->arr_type, kv->arr_data + i * es);
-    if (kv->arr_type == GGUF_FLOAT32 || kv->arr_type == GGUF_FLOAT64) return (int64_t)tmp.v.f64;
+    if (kv->arr_type == GGUF_FLOAT32 || kv->arr_type == GGUF_FLOAT64) return f64_to_i64(tmp.v.f64);
     if (kv->arr_type == GGUF_BOOL) return tmp.v.b;
     return is_unsigned(kv->arr_type) ? (int64_t)tmp.v.u64 : tmp.v.i64;
 }

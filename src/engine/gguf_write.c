@@ -443,11 +443,12 @@ static elpis_status build_head(const elpis_gguf_writer *w, elpis_buf *b) {
     return st;
 }
 
-/* Stream one FILL tensor through `chunk` (cap bytes, a whole number of rows). */
-static elpis_status write_filled(sink *s, const wtensor *t, uint8_t *chunk, size_t cap) {
+/* Stream one FILL tensor through `chunk`, which fill_chunk_size() made large
+ * enough for one step: 1 MiB of whole rows, or one row if a row is larger. */
+static elpis_status write_filled(sink *s, const wtensor *t, uint8_t *chunk) {
     if (t->nbytes == 0) return ELPIS_OK;   /* and so row > 0 below */
     size_t row = elpis_row_bytes(t->type, t->ne[0]);
-    size_t step = ELPIS_MAX(row, cap / row * row);
+    size_t step = ELPIS_MAX(row, FILL_CHUNK / row * row);
     for (uint64_t off = 0; off < t->nbytes;) {
         size_t n = (size_t)ELPIS_MIN((uint64_t)step, t->nbytes - off);
         elpis_error cb = { 0 };
@@ -484,7 +485,7 @@ static elpis_status write_all(const elpis_gguf_writer *w, sink *s) {
     if ((st = sink_put(s, head.data, head.len)) != ELPIS_OK || (st = sink_pad(s, w->alignment)) != ELPIS_OK) goto done;
     for (uint64_t i = 0; i < w->n_tensors; i++) {
         const wtensor *t = &w->tensors[i];
-        st = t->mode == DATA_FILL ? write_filled(s, t, chunk, cap) : sink_put(s, t->data, (size_t)t->nbytes);
+        st = t->mode == DATA_FILL ? write_filled(s, t, chunk) : sink_put(s, t->data, (size_t)t->nbytes);
         if (st != ELPIS_OK || (st = sink_pad(s, w->alignment)) != ELPIS_OK) goto done;
     }
 done:
