@@ -120,4 +120,13 @@ int64_t elpis_kv_cells_used(const elpis_ctx *c);
  * `vec` holds n_layer * n_embd floats, is copied, and NULL clears it. */
 elpis_status elpis_ctx_set_steering(elpis_ctx *c, int32_t seq, const float *vec, elpis_error *err);
 
+/* Layer capture (`elpis vectors build`): while `sum` is set, every
+ * elpis_forward ADDS the residual stream after block il -- after steering,
+ * where llama.cpp's control-vector generator reads "l_out" -- of every token
+ * of the batch into sum[il * n_embd ...], il = 0..n_layer-1. The caller zeroes
+ * `sum`, counts the tokens it runs and divides. `sum` holds n_layer * n_embd
+ * floats and must stay valid while set; NULL stops capturing. */
+#define ELPIS_HAVE_LAYER_CAPTURE 1
+void elpis_ctx_capture_layers(elpis_ctx *c, float *sum);
+
 #endif

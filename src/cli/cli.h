@@ -19,8 +19,12 @@ int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
+int cmd_mcp(int argc, char **argv);
+int cmd_vectors(int argc, char **argv);
+int cmd_memory(int argc, char **argv);
 
 /* The model path: -m if given, else $ELPIS_MODEL, else the shared default
  * model (../shared/models/stories260K.gguf next to the checkout). Returns NULL

@@ -19,7 +19,11 @@ static const struct {
     { "eval", cmd_eval, "print next-token probabilities for given token ids" },
     { "tokenize", cmd_tokenize, "print the token ids of a text" },
     { "info", cmd_info, "describe a model file" },
+    { "serve", cmd_serve, "run the OpenAI-compatible HTTP server" },
     { "bench", cmd_bench, "measure prompt and generation speed" },
+    { "mcp", cmd_mcp, "serve the Model Context Protocol over stdin/stdout" },
+    { "memory", cmd_memory, "list, search, show, export and import memories" },
+    { "vectors", cmd_vectors, "build emotion steering vectors (control-vector GGUF)" },
     { "mkmodel", cmd_mkmodel, "write a random-weight model of a given shape (for benchmarks)" },
 };
 

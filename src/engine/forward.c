@@ -15,6 +15,7 @@
  *   x += attn @ Wo
  *   x += down(silu(xn @ Wgate) * (xn @ Wup))  with xn = rmsnorm(x) * ffn_norm
  *   x += steering[seq][layer]                 -- per sequence, if set
+ *   capture[layer] += x                       -- if layer capture is on
  *
  * then the output norm and the vocabulary projection for the rows that asked
  * for logits.
@@ -69,6 +70,7 @@ struct elpis_ctx {
     int32_t n_out;
     int32_t *out_rows;         /* [n_outputs] batch rows that produced outputs */
     float *hidden;             /* [n_outputs][n_embd] */
+    float *capture;            /* caller's [n_layer][n_embd] sums, or NULL */
     float *logits;             /* [n_outputs][n_vocab] */
 };
 
@@ -348,6 +350,17 @@ static void steer(elpis_ctx *c, const elpis_batch *b, int il) {
     }
 }
 
+/* Layer capture: add every token's residual stream after block il (after
+ * steering: llama.cpp's "l_out") into the caller's per-layer sums. */
+static void capture(elpis_ctx *c, int n, int il) {
+    const size_t E = (size_t)c->m->hp.n_embd;
+    float *dst = c->capture + (size_t)il * E;
+    for (int i = 0; i < n; i++) {
+        const float *x = c->x + (size_t)i * E;
+        for (size_t e = 0; e < E; e++) dst[e] += x[e];
+    }
+}
+
 /* ---- the forward pass --------------------------------------------------------------- */
 
 static elpis_status check_batch(elpis_ctx *c, const elpis_batch *b, elpis_error *err) {
@@ -402,6 +415,7 @@ elpis_status elpis_forward(elpis_ctx *c, const elpis_batch *b, elpis_error *err)
         attention_block(c, b, il);
         ffn_block(c, b->n, il);
         steer(c, b, il);
+        if (c->capture) capture(c, b->n, il);
     }
     output_head(c, b);
     return ELPIS_OK;
@@ -556,3 +570,5 @@ elpis_status elpis_ctx_set_steering(elpis_ctx *c, int32_t seq, const float *vec,
     memcpy(c->steer[seq], vec, n * sizeof(float));
     return ELPIS_OK;
 }
+
+void elpis_ctx_capture_layers(elpis_ctx *c, float *sum) { c->capture = sum; }

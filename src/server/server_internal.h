@@ -1,0 +1,269 @@
+/* server_internal.h -- what the files of src/server/ share. Not an API.
+ *
+ * THREADS AND LOCKS
+ * -----------------
+ *   MHD thread  (one, epoll): every HTTP callback; the only thread that
+ *               reads request output, writes responses, suspends connections.
+ *   scheduler   calls srv_notify() (stream.c) for each request event.
+ *   watcher     watcher.c: hang-up polling, pings, session deadlines, sweep.
+ *   main        start, signal wait, shutdown.
+ * One mutex, srv->lock, guards the slot table, the session registry and the
+ * fields of srv_req marked "lock". It is held only for short bookkeeping and
+ * for MHD_suspend_connection/MHD_resume_connection, never while computing or
+ * doing I/O. Lock order: srv->lock, then a request's own mutex (taken inside
+ * elpis_request_* calls). The scheduler never holds its locks while calling
+ * notify, so there is no cycle.
+ *
+ * SUSPEND/RESUME INVARIANT
+ * ------------------------
+ * r->suspended mirrors libmicrohttpd's view exactly: it is set right after
+ * MHD_suspend_connection and cleared right before MHD_resume_connection,
+ * both under srv->lock. So a connection is resumed at most once per suspend,
+ * never after it completed, and never while the daemon is being stopped
+ * (shutdown sets srv->stopping under the lock, after which nothing suspends).
+ * Lost wake-ups are prevented by r->notified: a waiter clears it before
+ * looking for output and does not suspend if it was set meanwhile.
+ *
+ * NOTIFY HANDLES
+ * --------------
+ * A request's notify argument is its slot (srv_slot *), not the srv_req: the
+ * scheduler may notify after the HTTP side has gone. Slots live as long as the
+ * server (freed after the scheduler thread has been joined); a notify for a
+ * slot that now holds another request is a harmless spurious wake-up.
+ */
+#ifndef ELPIS_SERVER_INTERNAL_H
+#define ELPIS_SERVER_INTERNAL_H
+
+#include "elpis/base.h"
+#include "elpis/chat.h"
+#include "elpis/model.h"
+#include "elpis/sched.h"
+#include "elpis/server.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+typedef struct srv_req srv_req;
+typedef struct srv_session srv_session;
+
+/* ---- event log (evlog.c) ---------------------------------------------------- */
+/* One line per event: "<UTC ISO-8601 time> <event> key=value ...". Lines are
+ * written with a single write(2) on an O_APPEND descriptor, so concurrent
+ * writers never interleave within a line. */
+typedef struct srv_logfile { int fd; } srv_logfile;
+elpis_status srv_evlog_open(srv_logfile *l, const char *path, elpis_error *err);
+void srv_evlog_close(srv_logfile *l);
+void srv_evlog(srv_logfile *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- auth (auth.c) ---------------------------------------------------------------- */
+bool srv_auth_ok(const elpis_server_config *c, struct MHD_Connection *conn);
+/* Resolve c->host:port into *ss; *loopback tells whether it is 127/8 or ::1. */
+elpis_status srv_resolve_host(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len,
+                              bool *loopback, elpis_error *err);
+
+/* ---- wire format (sse.c) ------------------------------------------------------------ */
+typedef enum srv_kind { SRV_CHAT, SRV_TEXT } srv_kind;
+
+/* The fixed parts of every event of one response. */
+typedef struct srv_wire {
+    srv_kind kind;
+    const char *id;          /* "chatcmpl-<trace>" or "cmpl-<trace>" */
+    const char *model;       /* raw model id (escaped when written) */
+    long long created;       /* unix seconds, the same in every chunk */
+    bool include_usage;
+} srv_wire;
+
+elpis_status srv_json_str(elpis_buf *b, const char *s, size_t n);   /* "..." escaped */
+elpis_status srv_sse_role(elpis_buf *b, const srv_wire *w);
+elpis_status srv_sse_text(elpis_buf *b, const srv_wire *w, const char *t, size_t n);
+elpis_status srv_sse_finish(elpis_buf *b, const srv_wire *w, const char *finish_reason);
+elpis_status srv_sse_usage(elpis_buf *b, const srv_wire *w, int32_t n_prompt, int32_t n_gen, int32_t n_cached);
+elpis_status srv_sse_error(elpis_buf *b, const char *type, const char *code, const char *msg);
+elpis_status srv_sse_done(elpis_buf *b);
+elpis_status srv_sse_ping(elpis_buf *b);
+/* {"error":{"message":..,"type":..,"param":..|null,"code":..|null}} */
+elpis_status srv_error_body(elpis_buf *b, const char *type, const char *param, const char *code, const char *msg);
+/* The whole non-stream body (chat.completion or text_completion). */
+elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, size_t n, const char *finish,
+                            int32_t n_prompt, int32_t n_gen, int32_t n_cached);
+
+/* ---- request parsing (api.c) --------------------------------------------------------- */
+typedef struct srv_api_error {
+    unsigned status;
+    const char *type, *param, *code;   /* static strings or arena copies */
+    char msg[400];
+} srv_api_error;
+
+typedef struct srv_gen {
+    srv_kind kind;
+    bool stream, include_usage, ignore_eos;
+    int32_t max_tokens;                /* <= 0: up to the context */
+    elpis_sampler_params sp;
+    const char **stop;                 /* arena */
+    size_t n_stop;
+    elpis_tokens prompt;               /* malloc'd; freed with the srv_req */
+} srv_gen;
+
+/* Parse a completion body (JSON in r->body) into r->gen, prompt tokens
+ * included. false and *e filled on a client error. */
+bool srv_parse_gen(srv_req *r, srv_kind kind, srv_api_error *e);
+/* Bodies of /tokenize and /detokenize; false and *e on a client error. */
+bool srv_api_tokenize(srv_req *r, elpis_buf *out, srv_api_error *e);
+bool srv_api_detokenize(srv_req *r, elpis_buf *out, srv_api_error *e);
+
+/* ---- slots, sessions (registry.c) ------------------------------------------------------- */
+typedef struct srv_slot {
+    elpis_server *srv;
+    srv_req *r;                        /* lock; NULL: free */
+    int next_free;                     /* lock */
+} srv_slot;
+
+struct srv_session {                   /* all fields: lock */
+    srv_session *next;                 /* hash chain */
+    char *id;
+    elpis_request *active;             /* last submitted request; a reference; NULL: none */
+    srv_req *active_owner;             /* its HTTP side while that exists */
+    char active_trace[24];
+    bool active_cancel_logged;
+    srv_req *waiter;                   /* newest claimant waiting for `active` to end */
+};
+
+#define SRV_SESSION_BUCKETS 256
+
+/* Slot table (lock held). */
+bool srv_slot_acquire(elpis_server *s, srv_req *r);
+void srv_slot_release(elpis_server *s, srv_req *r);
+/* Session registry (lock held). See registry.c for the protocol. */
+bool srv_session_claim(elpis_server *s, srv_req *r, bool *may_run);
+void srv_session_set_active(elpis_server *s, srv_req *r);
+bool srv_session_ready(elpis_server *s, srv_req *r, double now);
+void srv_session_on_final(elpis_server *s, srv_req *r);
+void srv_session_detach(elpis_server *s, srv_req *r);
+void srv_session_sweep(elpis_server *s, double now);
+void srv_sessions_free(elpis_server *s);
+
+/* ---- per HTTP request ---------------------------------------------------------------------- */
+typedef enum srv_phase {
+    SRV_PH_BODY,        /* receiving the upload */
+    SRV_PH_WAIT_PREV,   /* waiting for the session's previous request to end */
+    SRV_PH_RUN,         /* submitted: streaming, or collecting (non-stream) */
+    SRV_PH_DONE,        /* a response has been queued */
+} srv_phase;
+
+typedef struct srv_route srv_route;
+
+struct srv_req {
+    elpis_server *srv;
+    struct MHD_Connection *conn;
+    uint64_t serial;                   /* unique; validates watcher look-ups */
+    const srv_route *route;
+    elpis_arena arena;                 /* parse and render scratch; freed at the end */
+    elpis_buf body;
+    bool body_too_large;
+    char trace[24];
+    char id[40];                       /* chatcmpl-/cmpl- + trace */
+    double t_start;
+    long long created;
+    srv_phase phase;
+
+    /* generation (MHD thread) */
+    srv_gen gen;
+    srv_wire wire;
+    elpis_request *req;                /* our reference */
+    char *session;                     /* X-Session-Id (arena) or NULL */
+    int slot;                          /* -1: none */
+    int fd;                            /* the socket, for the watcher */
+    bool logged_start, counted_live, final_seen;
+    elpis_req_status st;               /* last status read */
+    elpis_buf out;                     /* SSE bytes not yet handed to MHD */
+    size_t out_off;
+    bool ended;                        /* all events are in `out` */
+    elpis_buf text;                    /* non-stream: the completion text */
+
+    /* lock */
+    srv_session *sess;
+    bool suspended, notified, hup, ping_due, prev_done, superseded, logged_cancel;
+    bool sse;                          /* an SSE response is queued (pings apply) */
+    bool submitted;                    /* handed to the scheduler */
+    double deadline_ms, idle_since_ms;
+};
+
+/* ---- the server ------------------------------------------------------------------------------- */
+enum { SRV_CODE_200, SRV_CODE_400, SRV_CODE_401, SRV_CODE_404, SRV_CODE_405, SRV_CODE_409, SRV_CODE_413,
+       SRV_CODE_429, SRV_CODE_500, SRV_CODE_503, SRV_CODE_OTHER, SRV_CODE_COUNT };
+
+struct elpis_server {
+    const elpis_server_config *cfg;
+    elpis_model *model;
+    elpis_sched *sched;
+    elpis_chat_family chat_family;
+    const char *model_id;
+    struct MHD_Daemon *mhd;
+    uint16_t port;
+    srv_logfile log;
+    long long started;
+
+    pthread_mutex_t lock;
+    bool lock_init;
+    srv_slot *slots;                   /* [n_slots] */
+    int n_slots, free_head;
+    int n_live;                        /* lock: requests holding a slot */
+    srv_session *sessions[SRV_SESSION_BUCKETS];
+    bool stopping;                     /* lock: the daemon is going down; never suspend */
+
+    pthread_t watcher;
+    bool watcher_started;
+    atomic_bool watcher_stop;
+    atomic_bool draining;
+    bool shut_down;
+
+    atomic_ullong next_serial;
+    uint64_t trace_base;
+    atomic_llong http_codes[SRV_CODE_COUNT];
+    atomic_llong streams_started, client_disconnects;
+};
+
+/* stream.c: completion requests */
+enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind);
+enum MHD_Result srv_gen_resume(srv_req *r);
+void srv_gen_completed(srv_req *r, enum MHD_RequestTerminationCode toe);
+void srv_wake_locked(srv_req *r);
+void srv_notify(void *arg);
+
+/* http.c: responses and counters */
+enum MHD_Result srv_respond(srv_req *r, unsigned status, const char *ctype, const char *body, size_t len);
+enum MHD_Result srv_respond_error(srv_req *r, unsigned status, const char *type, const char *param, const char *code,
+                                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+enum MHD_Result srv_respond_api_error(srv_req *r, const srv_api_error *e);
+void srv_count_status(elpis_server *s, unsigned status);
+elpis_status srv_http_start(elpis_server *s, elpis_error *err);
+
+/* watcher.c */
+elpis_status srv_watcher_start(elpis_server *s, elpis_error *err);
+void srv_watcher_stop(elpis_server *s);
+
+/* metrics.c */
+elpis_status srv_metrics_render(elpis_server *s, elpis_buf *b);
+
+/* small shared helpers */
+
+/* Lock held. The request still matters to someone: it was submitted and is
+ * not final, or it waits for its session. A request that was refused (503)
+ * or never got that far is not pending, so its end is no cancellation. */
+static inline bool srv_req_pending_locked(srv_req *r, elpis_req_status *st) {
+    if (!r->req) return false;
+    if (!r->submitted && r->sess && r->sess->waiter == r) return true;
+    char dummy;
+    elpis_request_read(r->req, &dummy, 0, st);
+    return r->submitted && !elpis_req_state_final(st->state);
+}
+
+static inline bool srv_status_of(elpis_request *q, elpis_req_status *st) {
+    char dummy;
+    elpis_request_read(q, &dummy, 0, st);   /* cap 0: status only, moves nothing */
+    return elpis_req_state_final(st->state);
+}
+
+#endif
