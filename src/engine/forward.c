@@ -62,6 +62,7 @@ struct elpis_ctx {
     void  *act_q;              /* activations converted for a matmul */
     size_t act_q_cap;
     float *att_scores;         /* [n_threads][n_ctx] */
+    bool att_simd;             /* AVX2+F16C attention loops (not for exact/portable) */
     float *deq_rows;           /* [n_threads][max_in] (exact path) */
     size_t max_in;             /* widest matmul input */
     float *rope_inv_freq;      /* [n_rot/2] */
@@ -126,6 +127,8 @@ typedef struct mm_job {
     const float *bias;
 } mm_job;
 
+#define MM_ROW_TILE 4
+
 static void mm_fast_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     (void)tid;
     mm_job *j = arg;
@@ -133,11 +136,18 @@ static void mm_fast_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     elpis_vec_dot_fn dot = j->c->kern->vec_dot[w->type];
     const int max_nrc = j->c->kern->max_nrc > 0 ? j->c->kern->max_nrc : 1;
     const char *xq = j->c->act_q;
-    for (int64_t r = r0; r < r1; r++) {
-        const char *row = (const char *)w->data + r * w->row_bytes;
+    /* Tile: a group of MM_ROW_TILE weight rows against max_nrc activation
+     * rows at a time, so those activation rows stay in L1 across the group
+     * instead of streaming the whole activation matrix from L2 once per weight
+     * row. Each output is still one vec_dot call: tiling changes no bits. */
+    for (int64_t t0 = r0; t0 < r1; t0 += MM_ROW_TILE) {
+        int64_t t1 = ELPIS_MIN(t0 + MM_ROW_TILE, r1);
         for (int b = 0; b < j->a->B; b += max_nrc) {
             int nrc = ELPIS_MIN(max_nrc, j->a->B - b);
-            dot(w->n_in, j->y + (int64_t)b * w->n_out + r, (size_t)w->n_out, row, xq + b * j->a->stride, j->a->stride, nrc);
+            const char *x = xq + b * j->a->stride;
+            for (int64_t r = t0; r < t1; r++)
+                dot(w->n_in, j->y + (int64_t)b * w->n_out + r, (size_t)w->n_out,
+                    (const char *)w->data + r * w->row_bytes, x, j->a->stride, nrc);
         }
     }
 }
@@ -261,6 +271,57 @@ static void att_values(const elpis_ctx *c, const char *v, size_t stride, const f
     }
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define ATT_SIMD __attribute__((target("avx2,fma,f16c")))
+
+ATT_SIMD static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Same contract as att_scores/att_values for F16 and F32 caches, hd % 8 == 0. */
+ATT_SIMD static float att_scores_avx2(const elpis_ctx *c, const char *k, size_t stride, const float *q, int hd,
+                                      int32_t n, float scale, float *scores) {
+    float mx = -INFINITY;
+    for (int32_t t = 0; t < n; t++, k += stride) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < hd; i += 8) {
+            __m256 kv = c->kv_elsize == 2 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)k + i)))
+                                          : _mm256_loadu_ps((const float *)k + i);
+            acc = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i), acc);
+        }
+        scores[t] = hsum8(acc) * scale;
+        if (scores[t] > mx) mx = scores[t];
+    }
+    return mx;
+}
+
+ATT_SIMD static void att_values_avx2(const elpis_ctx *c, const char *v, size_t stride, const float *w, int hd,
+                                     int32_t n, float *out) {
+    for (int i = 0; i < hd; i += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        const char *vp = v;
+        for (int32_t t = 0; t < n; t++, vp += stride) {
+            __m256 vv = c->kv_elsize == 2 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)vp + i)))
+                                          : _mm256_loadu_ps((const float *)vp + i);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(w[t]), vv, acc);
+        }
+        _mm256_storeu_ps(out + i, acc);
+    }
+}
+
+static bool att_simd_ok(const elpis_ctx *c) {
+    __builtin_cpu_init();
+    return !c->p.exact && c->m->hp.head_dim % 8 == 0 && strcmp(c->kern->name, "portable") != 0 &&
+           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+#else
+static bool att_simd_ok(const elpis_ctx *c) { (void)c; return false; }
+#endif
+
 /* One (token, head): softmax(q.K / sqrt(d)) @ V over the token's sequence. */
 static void attend_one(elpis_ctx *c, const elpis_batch *b, int layer, int i, int h, float *scores) {
     const elpis_hparams *hp = &c->m->hp;
@@ -271,11 +332,19 @@ static void attend_one(elpis_ctx *c, const elpis_batch *b, int layer, int i, int
     float *out = c->att + ((size_t)i * hp->n_head + h) * hd;
     const char *k = (const char *)kv_at(c, c->k_cache, layer, seq, 0) + head_off;
     const char *v = (const char *)kv_at(c, c->v_cache, layer, seq, 0) + head_off;
-    float mx = att_scores(c, k, stride, q, hd, n, 1.0f / sqrtf((float)hd), scores);
+    const float scale = 1.0f / sqrtf((float)hd);
+#if defined(__x86_64__)
+    float mx = c->att_simd ? att_scores_avx2(c, k, stride, q, hd, n, scale, scores) : att_scores(c, k, stride, q, hd, n, scale, scores);
+#else
+    float mx = att_scores(c, k, stride, q, hd, n, scale, scores);
+#endif
     double sum = 0;
     for (int32_t t = 0; t < n; t++) { scores[t] = expf(scores[t] - mx); sum += scores[t]; }
     const float inv = (float)(1.0 / sum);
     for (int32_t t = 0; t < n; t++) scores[t] *= inv;
+#if defined(__x86_64__)
+    if (c->att_simd) { att_values_avx2(c, v, stride, scores, hd, n, out); return; }
+#endif
     att_values(c, v, stride, scores, hd, n, out);
 }
 
@@ -514,6 +583,7 @@ elpis_status elpis_ctx_new(elpis_ctx **out, const elpis_model *m, const elpis_ct
     }
     init_rope(c);
     pthread_once(&f16_once, f16_table_init);
+    c->att_simd = att_simd_ok(c);
     *out = c;
     return ELPIS_OK;
 fail:
