@@ -102,6 +102,7 @@ typedef struct elpis_req_status {
     int32_t n_prompt, n_cached;   /* prompt tokens, of which reused from cache */
     int32_t n_generated;
     double  t_submit_ms, t_first_token_ms, t_end_ms;  /* elpis_now_ms() stamps; 0 if not yet */
+    double  t_cancel_ms;          /* when elpis_request_cancel was first called; 0 if never */
     char    error[256];           /* FAILED: why */
 } elpis_req_status;
 

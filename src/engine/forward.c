@@ -526,9 +526,14 @@ uint64_t elpis_ctx_estimate_bytes(const elpis_model *m, const elpis_ctx_params *
     return kv + rows + act + per_thread + out;
 }
 
+/* Allocate and touch every page now: the memory budget computed at startup is
+ * then really committed, and RSS does not creep up as sequences first reach
+ * deep positions. */
 static void *ctx_alloc(elpis_ctx *c, size_t n) {
     c->bytes += n;
-    return calloc(1, n ? n : 1);
+    void *p = malloc(n ? n : 1);
+    if (p) memset(p, 0, n ? n : 1);
+    return p;
 }
 
 elpis_status elpis_ctx_new(elpis_ctx **out, const elpis_model *m, const elpis_ctx_params *pin, elpis_error *err) {

@@ -84,6 +84,7 @@ elpis_request *elpis_request_new(const elpis_sched *s, const elpis_req_params *p
     atomic_init(&r->refs, 1);
     atomic_init(&r->cancel, ELPIS_CANCEL_NONE);
     atomic_init(&r->want_room, false);
+    atomic_init(&r->t_cancel, 0.0);
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     r->slot = -1;
@@ -129,6 +130,9 @@ void elpis_request_set_notify(elpis_request *r, elpis_request_notify_fn fn, void
 void elpis_request_cancel(elpis_request *r, elpis_cancel_reason why) {
     int none = ELPIS_CANCEL_NONE;
     if (why == ELPIS_CANCEL_NONE) return;
+    /* stamp first: the scheduler may release the slot as soon as it sees the flag */
+    double zero = 0;
+    atomic_compare_exchange_strong(&r->t_cancel, &zero, elpis_now_ms());
     if (!atomic_compare_exchange_strong(&r->cancel, &none, (int)why)) return;
     elpis_sched *s = atomic_load(&r->sched);
     if (s) sched_wake(s);

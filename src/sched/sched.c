@@ -59,6 +59,7 @@ typedef struct final_info {
     elpis_finish finish;
     elpis_cancel_reason reason;
     const char *error;
+    double t_cancel;
 } final_info;
 
 static void set_final(elpis_req_status *st, void *arg) {
@@ -66,12 +67,14 @@ static void set_final(elpis_req_status *st, void *arg) {
     st->state = f->state;
     st->finish = f->finish;
     st->cancel_reason = f->reason;
-    st->t_end_ms = elpis_now_ms();
+    st->t_end_ms = elpis_now_ms();   /* after the slot and KV cells were released */
+    st->t_cancel_ms = f->t_cancel;
     if (f->error) snprintf(st->error, sizeof st->error, "%s", f->error);
 }
 
 /* The request leaves the scheduler: publish its final state, drop our reference. */
 static void finish_req(elpis_sched *s, elpis_request *r, final_info f) {
+    f.t_cancel = atomic_load(&r->t_cancel);
     req_update(r, set_final, &f);
     if (f.state == ELPIS_REQ_CANCELLED) atomic_fetch_add(&s->st_cancelled[f.reason], 1);
     else if (f.state == ELPIS_REQ_FAILED) atomic_fetch_add(&s->st_failed, 1);
@@ -111,7 +114,7 @@ static void release_slot(elpis_sched *s, int i, final_info f) {
 }
 
 static final_info cancelled_info(elpis_request *r) {
-    return (final_info){ ELPIS_REQ_CANCELLED, ELPIS_FINISH_CANCELLED, (elpis_cancel_reason)atomic_load(&r->cancel), NULL };
+    return (final_info){ ELPIS_REQ_CANCELLED, ELPIS_FINISH_CANCELLED, (elpis_cancel_reason)atomic_load(&r->cancel), NULL, 0 };
 }
 
 static void flush_text(elpis_sched *s, elpis_request *r);
@@ -142,7 +145,7 @@ static void reap_queue(elpis_sched *s, bool drain) {
     elpis_request *keep_head = NULL, *keep_tail = NULL, *r;
     while ((r = queue_pop(s))) {
         if (atomic_load(&r->cancel)) finish_req(s, r, cancelled_info(r));
-        else if (drain) finish_req(s, r, (final_info){ ELPIS_REQ_DONE, ELPIS_FINISH_LENGTH, ELPIS_CANCEL_NONE, NULL });
+        else if (drain) finish_req(s, r, (final_info){ ELPIS_REQ_DONE, ELPIS_FINISH_LENGTH, ELPIS_CANCEL_NONE, NULL, 0 });
         else {
             r->next = NULL;
             if (keep_tail) keep_tail->next = r;
@@ -162,7 +165,7 @@ static void reap_slots(elpis_sched *s, bool drain) {
         if (atomic_load(&r->cancel)) release_slot(s, i, cancelled_info(r));
         else if (drain) {
             flush_text(s, r);
-            release_slot(s, i, (final_info){ ELPIS_REQ_DONE, ELPIS_FINISH_LENGTH, ELPIS_CANCEL_NONE, NULL });
+            release_slot(s, i, (final_info){ ELPIS_REQ_DONE, ELPIS_FINISH_LENGTH, ELPIS_CANCEL_NONE, NULL, 0 });
         } else if (s->p.stall_ms > 0 && r->t_paused > 0 && elpis_now_ms() - r->t_paused > s->p.stall_ms) {
             elpis_request_cancel(r, ELPIS_CANCEL_STALL);
             release_slot(s, i, cancelled_info(r));
@@ -341,7 +344,7 @@ static void on_token(elpis_sched *s, int i, const float *logits) {
     sched_slot *sl = &s->slots[i];
     elpis_request *r = sl->req;
     int32_t tok = elpis_sampler_sample(r->smp, logits);
-    final_info done = { ELPIS_REQ_DONE, ELPIS_FINISH_STOP, ELPIS_CANCEL_NONE, NULL };
+    final_info done = { ELPIS_REQ_DONE, ELPIS_FINISH_STOP, ELPIS_CANCEL_NONE, NULL, 0 };
     if (!r->ignore_eos && elpis_vocab_is_eog(s->m->vocab, tok)) {
         flush_text(s, r);
         release_slot(s, i, done);
@@ -369,7 +372,7 @@ static void on_token(elpis_sched *s, int i, const float *logits) {
 static void fail_batch(elpis_sched *s, int n, const char *msg) {
     for (int row = 0; row < n; row++) {
         int i = s->b_seq[row];
-        if (s->slots[i].req) release_slot(s, i, (final_info){ ELPIS_REQ_FAILED, ELPIS_FINISH_ERROR, ELPIS_CANCEL_NONE, msg });
+        if (s->slots[i].req) release_slot(s, i, (final_info){ ELPIS_REQ_FAILED, ELPIS_FINISH_ERROR, ELPIS_CANCEL_NONE, msg, 0 });
     }
 }
 

@@ -13,6 +13,7 @@ struct elpis_request {
     atomic_int cancel;                 /* elpis_cancel_reason; first writer wins */
     _Atomic(elpis_sched *) sched;      /* set at submit, for wake-ups */
     atomic_bool want_room;             /* scheduler paused us for output room */
+    _Atomic double t_cancel;           /* elpis_now_ms() of the first cancel, 0 if none */
 
     /* immutable after elpis_request_new */
     int32_t *prompt;
