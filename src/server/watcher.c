@@ -21,6 +21,7 @@
  */
 #include "server_internal.h"
 
+#include <malloc.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <time.h>
@@ -81,6 +82,7 @@ static void *watcher_main(void *arg) {
     watch_set w = { calloc((size_t)s->n_slots, sizeof *w.fds), calloc((size_t)s->n_slots, sizeof *w.serial),
                     calloc((size_t)s->n_slots, sizeof *w.slot), 0 };
     if (!w.fds || !w.serial || !w.slot) goto done;
+    bool busy_since_trim = false;
     while (!atomic_load(&s->watcher_stop)) {
         pthread_mutex_lock(&s->lock);
         double now = elpis_now_ms();
@@ -88,10 +90,15 @@ static void *watcher_main(void *arg) {
         srv_session_sweep(s, now);
         pthread_mutex_unlock(&s->lock);
         if (w.n == 0) {
+            /* Idle after a burst: give freed heap back to the OS. A server
+             * that runs for months otherwise keeps its high-water mark (and
+             * glibc's fragmentation) resident forever. */
+            if (busy_since_trim) { malloc_trim(0); busy_since_trim = false; }
             struct timespec ts = { 0, WATCH_MS * 1000000L };
             nanosleep(&ts, NULL);
             continue;
         }
+        busy_since_trim = true;
         if (poll(w.fds, (nfds_t)w.n, WATCH_MS) <= 0) continue;
         pthread_mutex_lock(&s->lock);
         apply_locked(s, &w);
