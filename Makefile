@@ -39,7 +39,7 @@ test-tsan:
 	  -DCMAKE_C_COMPILER=clang >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-	  ctest --output-on-failure -j $(JOBS) -R 'test_sched|test_forward|test_tokenizer|server'
+	  ctest --output-on-failure -j $(JOBS) -R 'test_sched|test_forward|test_tokenizer|test_mcp_server|server_(api|stream|node)'
 
 fuzz:
 	@$(CMAKE_Q) -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DELPIS_SANITIZE=address,undefined \
