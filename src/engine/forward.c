@@ -272,6 +272,7 @@ static void att_values(const elpis_ctx *c, const char *v, size_t stride, const f
 }
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define ATT_SIMD __attribute__((target("avx2,fma,f16c")))
 
@@ -313,10 +314,15 @@ ATT_SIMD static void att_values_avx2(const elpis_ctx *c, const char *v, size_t s
     }
 }
 
+static bool cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));   /* CPUID.1:ECX.F16C */
+}
+
 static bool att_simd_ok(const elpis_ctx *c) {
     __builtin_cpu_init();
     return !c->p.exact && c->m->hp.head_dim % 8 == 0 && strcmp(c->kern->name, "portable") != 0 &&
-           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+           __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 }
 #else
 static bool att_simd_ok(const elpis_ctx *c) { (void)c; return false; }
