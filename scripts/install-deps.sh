@@ -9,7 +9,7 @@ PKGS=(
   clang libclang-rt-14-dev          # libFuzzer + sanitizer runtimes
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libpcre2-dev
   libcurl4-openssl-dev libncursesw5-dev libcmocka-dev
-  curl nodejs npm
+  curl nodejs npm tmux              # tmux drives the terminal-UI test
 )
 
 missing=()

@@ -25,6 +25,7 @@ int cmd_mkmodel(int argc, char **argv);
 int cmd_mcp(int argc, char **argv);
 int cmd_vectors(int argc, char **argv);
 int cmd_memory(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 /* The model path: -m if given, else $ELPIS_MODEL, else the shared default
  * model (../shared/models/stories260K.gguf next to the checkout). Returns NULL

@@ -22,6 +22,7 @@ static const struct {
     { "serve", cmd_serve, "run the OpenAI-compatible HTTP server" },
     { "bench", cmd_bench, "measure prompt and generation speed" },
     { "mcp", cmd_mcp, "serve the Model Context Protocol over stdin/stdout" },
+    { "chat", cmd_chat, "talk to a model in the terminal (tools, thoughts, emotion)" },
     { "memory", cmd_memory, "list, search, show, export and import memories" },
     { "vectors", cmd_vectors, "build emotion steering vectors (control-vector GGUF)" },
     { "mkmodel", cmd_mkmodel, "write a random-weight model of a given shape (for benchmarks)" },
