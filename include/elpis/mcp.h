@@ -35,6 +35,8 @@
 #include "elpis/sched.h"
 
 struct elpis_emotion;
+struct elpis_emotion_vectors;
+struct elpis_memory_store;
 
 typedef struct elpis_mcp_config {
     size_t  max_line;             /* bytes of one input message (default 4 MiB) */
@@ -56,6 +58,14 @@ typedef struct elpis_mcp elpis_mcp;
  * The config is copied (strings too). */
 elpis_status elpis_mcp_new(elpis_mcp **out, const elpis_mcp_config *cfg, elpis_sched *sched,
                            struct elpis_emotion *emotion, elpis_error *err);
+
+/* Optional parts; set them before elpis_mcp_serve. Neither is owned.
+ * set_memory adds the eight memory tools of the original's memory server
+ * (store_memory, search_memories, ...; src/mcp/mem.c) to tools/list.
+ * set_steering makes generations carry the emotion steering blend of the
+ * state they start in (NULL: none); the vectors must fit the model. */
+elpis_status elpis_mcp_set_memory(elpis_mcp *m, struct elpis_memory_store *store, elpis_error *err);
+void elpis_mcp_set_steering(elpis_mcp *m, const struct elpis_emotion_vectors *vectors);
 
 /* Read messages from in_fd and write replies to out_fd until end of input or
  * elpis_mcp_stop(). On return every in-flight request has been cancelled,

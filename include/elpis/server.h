@@ -15,10 +15,34 @@
  * validated once, when it is set, with an error that names the key, the
  * value, the allowed range and where it came from.
  *
+ * The psyche (psyche.h: emotional state, steering vectors, memory store)
+ * lives in --data-dir; [emotion] and [memory] sections and ELPIS_EMOTION__KEY
+ * / ELPIS_MEMORY__KEY configure it. Everything that touches SQLite or the
+ * embedder runs on one psyche worker thread, never on the HTTP thread; the
+ * same thread consolidates memories on a timer.
+ *
+ * With --upstream URL, completions go to an OpenAI-compatible engine
+ * (URL/v1/chat/completions, streaming) through one libcurl-multi I/O thread
+ * (src/server/upstream.c) instead of the scheduler; sessions, supersede,
+ * auth, emotional modulation, metrics and logs are unchanged, and a cancel
+ * (hang-up, supersede, shutdown) closes the upstream connection at once.
+ * Upstream failures: unreachable 502, timeouts 504, the upstream's 4xx/5xx
+ * passed on in our envelope, mid-stream an error event and [DONE].
+ * /tokenize and /detokenize answer 501 and no steering is applied then.
+ *
  * Endpoints (all JSON unless noted; errors use the OpenAI envelope
  * {"error":{"message","type","param","code"}}):
- *   POST /v1/chat/completions   stream (SSE) and non-stream
+ *   POST /v1/chat/completions   stream (SSE) and non-stream; emotion-modulated
+ *                               sampling and steering, echoed as "elpis":{...}
  *   POST /v1/completions        stream (SSE) and non-stream, text_completion
+ *   GET  /v1/psyche/emotion     {valence, arousal, quadrant}
+ *   POST /v1/psyche/emotion     {event_type, intensity?} -> the new state, once durable
+ *   GET  /v1/emotion            the full state: trajectory, steering coefficients
+ *   POST /v1/memories           store -> 201 {id, importance_score, status} after COMMIT
+ *   GET  /v1/memories?q=&n=     hybrid search
+ *   GET|DELETE /v1/memories/ID  one memory (404 when absent)
+ *   GET  /v1/memories/stats     {total_memories, short_term, long_term, ...}
+ *   POST /v1/embeddings         OpenAI format, the memory store's embedder
  *   GET  /v1/models
  *   GET  /health                open (no key needed); never waits on anything
  *   GET  /metrics               Prometheus text
@@ -31,6 +55,7 @@
 #define ELPIS_SERVER_H
 
 #include "elpis/base.h"
+#include "elpis/psyche.h"
 
 #define ELPIS_SERVER_DEFAULT_PORT 8741
 
@@ -49,10 +74,19 @@ typedef struct elpis_server_config {
     double   drain_timeout_s;   /* SIGTERM: how long running streams may take */
     double   stall_timeout_s;   /* a client that stops reading is cancelled after this */
     int32_t  max_connections;
+    double   consolidate_interval_s; /* memory consolidation check period; 0: never */
     /* [model] */
     char    *model_path;
     char    *model_alias;       /* id shown by /v1/models; default the model's name */
     int32_t  ctx, threads, batch, prefill_chunk;
+    double   temperature, top_p;/* base sampling values before emotional modulation (0.7, 0.9) */
+    /* [server] upstream (upstream.c): generation on an OpenAI-compatible engine */
+    char    *upstream;          /* base URL, e.g. http://gpu:8000; NULL: the local engine */
+    char    *upstream_key;      /* bearer key for the upstream; never logged */
+    char    *upstream_model;    /* "model" sent upstream; NULL: the client's */
+    double   upstream_connect_timeout_s, upstream_idle_timeout_s;   /* -> 504 */
+    /* [emotion], [memory], --data-dir (server.data_dir), --embedding-model (model.embedding_model) */
+    elpis_psyche_config psyche;
 } elpis_server_config;
 
 /* Built-in defaults. Free with elpis_server_config_free. */

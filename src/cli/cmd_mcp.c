@@ -1,8 +1,11 @@
 /* cmd_mcp.c -- `elpis mcp`: the MCP server over stdin/stdout.
  *
- * Loads the model, starts the scheduler and the emotion state (persisted
- * under --data-dir when given, in memory otherwise), then serves MCP until
- * stdin reaches end of file or SIGTERM/SIGINT arrives, and exits 0.
+ * Loads the model, starts the scheduler and the psyche (psyche.h: the
+ * emotional state, steering vectors and the memory store with its own
+ * embedder, in --data-dir, default $XDG_DATA_HOME/elpis; `--data-dir
+ * :memory:` keeps nothing), then serves MCP until stdin reaches end of file
+ * or SIGTERM/SIGINT arrives, and exits 0. [emotion] and [memory] come from
+ * --config FILE and ELPIS_EMOTION__KEY / ELPIS_MEMORY__KEY, as for serve.
  *
  * stdout carries protocol messages only: nothing in this file prints to it,
  * and every diagnostic goes to stderr, which --log-file redirects.
@@ -12,10 +15,9 @@
  */
 #include "cli.h"
 
-#include "elpis/db.h"
-#include "elpis/emotion.h"
 #include "elpis/mcp.h"
 #include "elpis/model.h"
+#include "elpis/psyche.h"
 #include "elpis/sched.h"
 
 #include <errno.h>
@@ -29,7 +31,7 @@
 #define CMD "mcp"
 
 typedef struct mcp_opts {
-    const char *model, *log_file, *data_dir;
+    const char *model, *log_file, *data_dir, *config, *embedding_model;
     long parallel, ctx, threads;
     bool verbose;
     elpis_mcp_config cfg;
@@ -38,15 +40,18 @@ typedef struct mcp_opts {
 static void mcp_usage(FILE *f) {
     fprintf(f,
             "usage: elpis mcp [-m MODEL] [--parallel N] [--ctx N] [--threads N] [--log-file F] [--data-dir DIR]\n"
-            "                 [--max-streams N] [--stream-ttl SECONDS] [--max-line BYTES] [--progress-ms MS]\n"
-            "                 [--max-tokens N] [--verbose]\n"
+            "                 [--config FILE] [--embedding-model GGUF] [--max-streams N] [--stream-ttl SECONDS]\n"
+            "                 [--max-line BYTES] [--progress-ms MS] [--max-tokens N] [--verbose]\n"
             "\n"
             "Serve the Model Context Protocol over stdin/stdout (one JSON-RPC message per line).\n"
             "  --parallel N        sequences generating at once (default 4)\n"
             "  --ctx N             context positions per sequence (default: the model's, at most 4096)\n"
             "  --threads N         engine threads (default: all CPUs)\n"
             "  --log-file F        append logs to F instead of stderr\n"
-            "  --data-dir DIR      keep the emotional state in DIR/elpis.db (default: memory only)\n"
+            "  --data-dir DIR      emotional state and memories in DIR/elpis.db (default $XDG_DATA_HOME/elpis;\n"
+            "                      :memory: keeps nothing)\n"
+            "  --config FILE       INI file: [emotion] and [memory] sections (other sections are skipped)\n"
+            "  --embedding-model G GGUF whose embeddings the memory store uses (default: the model)\n"
             "  --max-streams N     open generate_stream_* streams (default 100)\n"
             "  --stream-ttl S      drop a stream not read for S seconds (default 600)\n"
             "  --max-line BYTES    longest accepted message (default 4194304)\n"
@@ -67,6 +72,7 @@ static int parse_mcp_opts(int argc, char **argv, mcp_opts *o) {
         { "data-dir", required_argument, 0, 'D' },   { "max-streams", required_argument, 0, 'S' },
         { "stream-ttl", required_argument, 0, 'T' }, { "max-line", required_argument, 0, 'X' },
         { "progress-ms", required_argument, 0, 'G' }, { "max-tokens", required_argument, 0, 'N' },
+        { "config", required_argument, 0, 'C' },     { "embedding-model", required_argument, 0, 'E' },
         { "verbose", no_argument, 0, 'v' },          { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -82,6 +88,8 @@ static int parse_mcp_opts(int argc, char **argv, mcp_opts *o) {
         case 't': rc = parse_size_flag("--threads", optarg, 0, 256, &o->threads); break;
         case 'L': o->log_file = optarg; break;
         case 'D': o->data_dir = optarg; break;
+        case 'C': o->config = optarg; break;
+        case 'E': o->embedding_model = optarg; break;
         case 'S': rc = parse_size_flag("--max-streams", optarg, 0, 100000, &l); o->cfg.max_streams = (int32_t)l; break;
         case 'X': rc = parse_size_flag("--max-line", optarg, 1024, 1L << 30, &l); o->cfg.max_line = (size_t)l; break;
         case 'N': rc = parse_size_flag("--max-tokens", optarg, 1, 32768, &l); o->cfg.default_max_tokens = (int32_t)l; break;
@@ -136,10 +144,21 @@ static bool redirect_log(const char *path) {
 typedef struct mcp_parts {
     elpis_model *model;
     elpis_sched *sched;
-    elpis_db *db;
-    elpis_emotion *emotion;
+    elpis_psyche_config pc;
+    elpis_psyche *psyche;
     elpis_mcp *server;
 } mcp_parts;
+
+/* Defaults < --config < environment < flags; relations checked at the end. */
+static elpis_status psyche_config(const mcp_opts *o, elpis_psyche_config *pc, elpis_error *err) {
+    elpis_status st;
+    if (o->config && (st = elpis_psyche_config_file(pc, o->config, err)) != ELPIS_OK) return st;
+    if ((st = elpis_psyche_config_env(pc, err)) != ELPIS_OK) return st;
+    if ((o->data_dir && !(pc->data_dir = strdup(o->data_dir))) ||
+        (o->embedding_model && !(pc->embedding_model = strdup(o->embedding_model))))
+        return elpis_fail(err, ELPIS_ENOMEM, "config");
+    return elpis_psyche_config_validate(pc, err);
+}
 
 static elpis_status start_parts(const mcp_opts *o, const char *path, mcp_parts *p, elpis_error *err) {
     elpis_status st;
@@ -150,22 +169,23 @@ static elpis_status start_parts(const mcp_opts *o, const char *path, mcp_parts *
     sp.n_threads = (int32_t)o->threads;
     sp.n_queue = ELPIS_MAX(16, o->cfg.max_streams + sp.n_parallel);   /* every open stream can be queued */
     sp.stall_ms = 0;   /* the completion thread drains every request; nothing can stall */
+    if ((st = elpis_psyche_open(&p->psyche, &p->pc, p->model, (int32_t)o->threads, err)) != ELPIS_OK) return st;
+    elpis_log(ELPIS_LOG_INFO, "mcp event=psyche data_dir=%s steering=%s", p->psyche->data_dir,
+              p->psyche->vectors && elpis_emotion_config_steering(&p->pc.emotion) ? "on" : "off");
     if ((st = elpis_sched_new(&p->sched, p->model, &sp, err)) != ELPIS_OK) return st;
-    elpis_emotion_config ec;
-    elpis_emotion_config_default(&ec);
-    if (o->data_dir && (st = elpis_db_open(&p->db, o->data_dir, err)) != ELPIS_OK) return st;
-    if ((st = elpis_emotion_new(&p->emotion, &ec, p->db, elpis_emotion_now(), err)) != ELPIS_OK) return st;
     elpis_mcp_config mc = o->cfg;
     mc.model_path = path;
-    return elpis_mcp_new(&p->server, &mc, p->sched, p->emotion, err);
+    if ((st = elpis_mcp_new(&p->server, &mc, p->sched, p->psyche->emotion, err)) != ELPIS_OK) return st;
+    elpis_mcp_set_steering(p->server, p->psyche->vectors);
+    return elpis_mcp_set_memory(p->server, p->psyche->memory, err);
 }
 
 static void stop_parts(mcp_parts *p) {
     g_server = NULL;
     elpis_sched_free(p->sched);   /* first: no more callbacks into the server */
     elpis_mcp_free(p->server);
-    elpis_emotion_free(p->emotion);
-    elpis_db_close(p->db);
+    elpis_psyche_close(p->psyche);
+    elpis_psyche_config_free(&p->pc);
     elpis_model_free(p->model);
 }
 
@@ -183,6 +203,12 @@ int cmd_mcp(int argc, char **argv) {
     mcp_parts p = { 0 };
     elpis_error err = { 0 };
     int rc = CLI_EXIT_OK;
+    elpis_psyche_config_init(&p.pc);
+    if (psyche_config(&o, &p.pc, &err) != ELPIS_OK) {
+        cli_error(CMD, "%s", err.msg);
+        elpis_psyche_config_free(&p.pc);
+        return CLI_EXIT_USAGE;
+    }
     if (start_parts(&o, path, &p, &err) != ELPIS_OK) {
         cli_error(CMD, "%s", err.msg);
         rc = CLI_EXIT_ERROR;

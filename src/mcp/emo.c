@@ -8,6 +8,8 @@
  */
 #include "mcp_internal.h"
 
+#include <stdlib.h>
+
 json_t *mcp_emo_state(elpis_emotion *e) {
     elpis_emotion_state s;
     double now = elpis_emotion_now();
@@ -40,6 +42,26 @@ void mcp_emo_sampling(elpis_emotion *e, const elpis_mcp_config *cfg, bool t_set,
     elpis_emotion_sampling m = elpis_emotion_modulate(&s, t_set ? t : cfg->temperature, cfg->top_p, t_set, t_set, enabled);
     *t_out = m.temperature;
     *p_out = m.top_p;
+}
+
+float *mcp_emo_steering(elpis_emotion *e, const elpis_emotion_vectors *v, bool *oom) {
+    const elpis_emotion_config *cfg = elpis_emotion_config_of(e);
+    *oom = false;
+    if (!v || !elpis_emotion_config_steering(cfg)) return NULL;
+    elpis_emotion_state *s = malloc(sizeof *s);   /* 2.4 KB of history: off the stack */
+    float *out = malloc((size_t)v->n_layer * (size_t)v->n_embd * sizeof *out);
+    if (!s || !out) {
+        *oom = true;
+        free(s);
+        free(out);
+        return NULL;
+    }
+    elpis_emotion_snapshot(e, elpis_emotion_now(), s);
+    bool any = elpis_emotion_steering(v, s, cfg, out);
+    free(s);
+    if (any) return out;
+    free(out);
+    return NULL;
 }
 
 void mcp_emo_after_response(elpis_emotion *e, const char *text) {

@@ -194,9 +194,14 @@ static mcp_job *job_new(const mcp_call *c, mcp_job_kind kind, mcp_tool_out *out)
     sp.temperature = (float)j->temperature;
     sp.top_p = (float)j->top_p;
     sp.seed = random_seed();
+    bool oom = false;   /* steering follows emotional_modulation, as in the HTTP server */
+    float *steer = g.modulate ? mcp_emo_steering(m->emo, m->vectors, &oom) : NULL;
+    if (oom) { elpis_fail(&err, ELPIS_ENOMEM, "out of memory (steering vector)"); goto fail; }
     elpis_req_params rp = { .prompt = toks.ids, .n_prompt = toks.n, .sampling = sp, .max_tokens = g.max_tokens,
-                            .ignore_eos = g.ignore_eos };
-    if (!(j->req = elpis_request_new(m->sched, &rp, &err))) goto fail;
+                            .ignore_eos = g.ignore_eos, .steering = steer };
+    j->req = elpis_request_new(m->sched, &rp, &err);
+    free(steer);   /* the request keeps its own copy */
+    if (!j->req) goto fail;
     elpis_request_set_notify(j->req, on_notify, m);
     if (kind != MCP_JOB_STREAM) {
         j->id = json_deep_copy(c->id);

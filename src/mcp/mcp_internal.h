@@ -153,11 +153,20 @@ void mcp_emo_sampling(struct elpis_emotion *e, const elpis_mcp_config *cfg, bool
                       double *t_out, double *p_out);
 /* Response analysis after a generation (may fire one event). */
 void mcp_emo_after_response(struct elpis_emotion *e, const char *text);
+/* The steering blend for a generation starting now (malloc'd n_layer*n_embd
+ * floats), or NULL when there is none; *oom when allocation failed. */
+float *mcp_emo_steering(struct elpis_emotion *e, const elpis_emotion_vectors *v, bool *oom);
+
+/* ---- mem.c: the memory tools --------------------------------------------------------- */
+
+/* The input schema of memory tool `name`, or NULL (not a memory tool, or no store). */
+const json_t *mcp_mem_schema(const elpis_mcp *m, const char *name);
 
 /* ---- tools.c: the tool registry ------------------------------------------------------- */
 
 typedef struct mcp_call {
     elpis_mcp *srv;
+    const char *name;               /* the tool's name */
     const json_t *args;             /* validated against the tool's input schema */
     const json_t *id;               /* the JSON-RPC request id */
     const json_t *progress_token;   /* NULL when the call asked for no progress */
@@ -192,6 +201,7 @@ void mcp_tool_update_emotion(const mcp_call *c, mcp_tool_out *out);
 void mcp_tool_reset_emotion(const mcp_call *c, mcp_tool_out *out);
 void mcp_tool_get_emotion(const mcp_call *c, mcp_tool_out *out);
 void mcp_tool_get_capabilities(const mcp_call *c, mcp_tool_out *out);
+void mcp_tool_memory(const mcp_call *c, mcp_tool_out *out);   /* mem.c: every memory tool */
 /* generation handlers (gen.c) */
 void mcp_tool_generate(const mcp_call *c, mcp_tool_out *out);
 void mcp_tool_function_call(const mcp_call *c, mcp_tool_out *out);
@@ -254,6 +264,9 @@ struct elpis_mcp {
     const elpis_model *model;
     elpis_chat_family chat_family;   /* how prompts are rendered */
     struct elpis_emotion *emo;
+    const elpis_emotion_vectors *vectors;   /* steering for generations; NULL: none */
+    struct elpis_memory_store *mem;         /* NULL: no memory tools */
+    json_t *mem_inputs;                     /* memory tool name -> parsed input schema */
     mcp_writer writer;
     mcp_lines lines;
     int wake[2];                     /* self-pipe: elpis_mcp_stop */

@@ -107,21 +107,23 @@ static const json_t *progress_token(const json_t *params, bool *bad) {
     return *bad ? NULL : tok;
 }
 
-static void run_tool(elpis_mcp *m, const mcp_msg *req, size_t ti, const json_t *args, const json_t *tok) {
-    const mcp_tool *t = &m->tools[ti];
+/* Check the arguments against the tool's input schema, run it, answer
+ * (unless a job answers later). */
+static void run_tool(elpis_mcp *m, const mcp_msg *req, const char *name, const json_t *schema, mcp_tool_fn fn,
+                     const json_t *args, const json_t *tok) {
     mcp_tool_out out = { 0 };
     char msg[ELPIS_ERROR_MAX];
-    if (!mcp_schema_check(m->tool_input[ti], args, "arguments", msg, sizeof msg)) {
+    if (!mcp_schema_check(schema, args, "arguments", msg, sizeof msg)) {
         /* SEP-1303: input validation failures are tool errors the model can fix */
         reply(m, req, mcp_tool_error(msg));
         return;
     }
-    mcp_call call = { .srv = m, .args = args, .id = req->id, .progress_token = tok };
-    t->fn(&call, &out);
+    mcp_call call = { .srv = m, .name = name, .args = args, .id = req->id, .progress_token = tok };
+    fn(&call, &out);
     if (out.deferred) return;
     if (out.structured) reply(m, req, mcp_tool_result(out.structured));
     else {
-        elpis_log(ELPIS_LOG_INFO, "mcp event=tool_error tool=%s message=\"%s\"", t->name, out.error);
+        elpis_log(ELPIS_LOG_INFO, "mcp event=tool_error tool=%s message=\"%s\"", name, out.error);
         reply(m, req, mcp_tool_error(out.error));
     }
 }
@@ -134,13 +136,15 @@ static void m_tools_call(elpis_mcp *m, const mcp_msg *req) {
     const json_t *tok = progress_token(p, &bad_token);
     if (!name) { reply_error(m, req, MCP_INVALID_PARAMS, "Invalid params: params.name must be a string"); return; }
     size_t ti = find_tool(m, name);
-    if (ti == m->n_tools) { reply_error(m, req, MCP_INVALID_PARAMS, "Unknown tool: %s", name); return; }
+    const json_t *mem_schema = ti == m->n_tools ? mcp_mem_schema(m, name) : NULL;
+    if (ti == m->n_tools && !mem_schema) { reply_error(m, req, MCP_INVALID_PARAMS, "Unknown tool: %s", name); return; }
     if (args && !json_is_object(args)) { reply_error(m, req, MCP_INVALID_PARAMS, "Invalid params: params.arguments must be an object"); return; }
     if (bad_token) { reply_error(m, req, MCP_INVALID_PARAMS, "Invalid params: params._meta.progressToken must be a string or a number"); return; }
     if (mcp_jobs_id_busy(m, req->id)) { reply_error(m, req, MCP_INVALID_REQUEST, "Invalid Request: the id is already used by a running call"); return; }
     elpis_log(ELPIS_LOG_DEBUG, "mcp event=tool_call tool=%s", name);
     json_t *empty = args ? NULL : json_object();
-    run_tool(m, req, ti, args ? args : empty, tok);
+    if (mem_schema) run_tool(m, req, name, mem_schema, mcp_tool_memory, args ? args : empty, tok);
+    else run_tool(m, req, name, m->tool_input[ti], m->tools[ti].fn, args ? args : empty, tok);
     json_decref(empty);
 }
 
@@ -302,6 +306,8 @@ elpis_status elpis_mcp_serve(elpis_mcp *m, int in_fd, int out_fd, elpis_error *e
     return st;
 }
 
+void elpis_mcp_set_steering(elpis_mcp *m, const elpis_emotion_vectors *vectors) { m->vectors = vectors; }
+
 void elpis_mcp_stop(elpis_mcp *m) {
     ssize_t r = write(m->wake[1], "x", 1);
     (void)r;   /* a full pipe already holds a wake-up */
@@ -392,6 +398,7 @@ void elpis_mcp_free(elpis_mcp *m) {
     for (size_t i = 0; m->tool_input && i < m->n_tools; i++) json_decref(m->tool_input[i]);
     free(m->tool_input);
     json_decref(m->tools_list);
+    json_decref(m->mem_inputs);
     mcp_lines_free(&m->lines);
     if (m->wake[0] >= 0) close(m->wake[0]);
     if (m->wake[1] >= 0) close(m->wake[1]);

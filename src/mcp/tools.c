@@ -5,8 +5,9 @@
  * tools/list is built from the table, arguments are checked against the same
  * input schema before the handler runs (schema.c), and every result object
  * is both structuredContent and, serialised, the text content (as the
- * original did with json.dumps(result, indent=2)). Adding a tool (the memory
- * tools of issue 7) is one row plus its handler.
+ * original did with json.dumps(result, indent=2)). Adding a tool is one row
+ * plus its handler. The memory tools are not rows: the memory library owns
+ * them, and mem.c appends them when a store is set.
  *
  * Names and fields follow the original Elpis server (elpis-spec.md §2.1).
  * Extensions are marked as such in their descriptions.

@@ -22,6 +22,10 @@
  * normally its slot keeps its KV cells and the token list they hold, so the
  * next request of the same session (or with the same prefix) reuses them:
  * prefix caching. A cancelled or failed request's cells are dropped.
+ * Cells depend on the steering vector they were computed with, so a prefix
+ * is reused only by a request with exactly the same steering (or none when
+ * they had none): emotion-steered streams must match their own single-stream
+ * output whatever ran in the slot before.
  */
 #include "sched_internal.h"
 
@@ -181,6 +185,25 @@ static int32_t common_prefix(const int32_t *a, int32_t na, const int32_t *b, int
     return n;
 }
 
+static size_t steer_floats(const elpis_sched *s) { return (size_t)s->m->hp.n_layer * (size_t)s->m->hp.n_embd; }
+
+/* Tokens of r's prompt whose cells slot sl can reuse: none when the cells
+ * were computed under other steering. */
+static int32_t reusable(const elpis_sched *s, const sched_slot *sl, const elpis_request *r) {
+    bool same = sl->steered == (r->steering != NULL) &&
+                (!r->steering || (sl->steer && !memcmp(sl->steer, r->steering, steer_floats(s) * sizeof(float))));
+    return same ? common_prefix(sl->cache, sl->n_cache, r->prompt, r->n_prompt) : 0;
+}
+
+/* Remember r's steering as the one of slot sl's cells. Out of memory leaves
+ * steered with no copy, which reusable() never matches: only reuse is lost. */
+static void note_steering(const elpis_sched *s, sched_slot *sl, const elpis_request *r) {
+    sl->steered = r->steering != NULL;
+    if (!r->steering) return;
+    if (!sl->steer && !(sl->steer = malloc(steer_floats(s) * sizeof(float)))) return;
+    memcpy(sl->steer, r->steering, steer_floats(s) * sizeof(float));
+}
+
 /* Best free slot for r: same session first, then the longest common prefix,
  * then the least recently used. -1 if none is free. */
 static int pick_slot(elpis_sched *s, const elpis_request *r) {
@@ -190,7 +213,7 @@ static int pick_slot(elpis_sched *s, const elpis_request *r) {
         sched_slot *sl = &s->slots[i];
         if (sl->req) continue;
         if (r->session && sl->session && !strcmp(r->session, sl->session)) return i;
-        int32_t c = common_prefix(sl->cache, sl->n_cache, r->prompt, r->n_prompt);
+        int32_t c = reusable(s, sl, r);
         if (c > best_common || (c == best_common && sl->last_used < s->slots[best].last_used)) {
             best = i;
             best_common = c;
@@ -212,7 +235,8 @@ static void admit(elpis_sched *s) {
         if (i < 0) break;
         elpis_request *r = queue_pop(s);
         sched_slot *sl = &s->slots[i];
-        int32_t keep = common_prefix(sl->cache, sl->n_cache, r->prompt, r->n_prompt);
+        int32_t keep = reusable(s, sl, r);
+        note_steering(s, sl, r);
         if (keep >= r->n_prompt) keep = r->n_prompt - 1;   /* the last prompt token must run for logits */
         elpis_kv_seq_truncate(s->ctx, i, keep);
         sl->n_cache = keep;
@@ -541,7 +565,7 @@ void elpis_sched_free(elpis_sched *s) {
         finish_req(s, r, cancelled_info(r));
     }
     if (s->slots)
-        for (int i = 0; i < s->p.n_parallel; i++) { free(s->slots[i].cache); free(s->slots[i].session); }
+        for (int i = 0; i < s->p.n_parallel; i++) { free(s->slots[i].cache); free(s->slots[i].session); free(s->slots[i].steer); }
     free(s->slots);
     free(s->b_tok); free(s->b_pos); free(s->b_seq); free(s->b_logits); free(s->b_out_slot); free(s->piece);
     elpis_ctx_free(s->ctx);

@@ -60,6 +60,8 @@ typedef struct sched_slot {
     int32_t *cache;                    /* tokens whose K/V are in this slot, [n_ctx] */
     int32_t n_cache;
     char *session;                     /* session of the last request served */
+    float *steer;                      /* steering the cached cells were computed with, [n_layer*n_embd] */
+    bool steered;                      /* false: they were computed without steering */
     double last_used;
     int32_t n_fed;                     /* prompt tokens evaluated so far */
     int32_t pending;                   /* sampled token still to be fed, or -1 */

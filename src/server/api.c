@@ -58,6 +58,8 @@ static json_t *load_object(srv_req *r, srv_api_error *e) {
     return root;
 }
 
+json_t *srv_body_json(srv_req *r, srv_api_error *e) { return load_object(r, e); }
+
 /* ---- typed field readers: absent -> true and *out untouched --------------------- */
 
 static bool get_number(json_t *o, const char *key, double min, double max, double *out, srv_api_error *e) {
@@ -148,10 +150,21 @@ static bool parse_stop(srv_req *r, json_t *o, srv_api_error *e) {
     return true;
 }
 
+/* Present and not null: the request chose this value itself. */
+static bool given(json_t *o, const char *key) {
+    json_t *v = json_object_get(o, key);
+    return v && !json_is_null(v);
+}
+
 static bool parse_common(srv_req *r, json_t *o, srv_api_error *e) {
     srv_gen *g = &r->gen;
     long long i = 0;
     if (!parse_sampling(o, &g->sp, e)) return false;
+    /* emotional modulation (psyche_api.c) replaces only what was not given */
+    g->t_set = given(o, "temperature");
+    g->p_set = given(o, "top_p");
+    g->modulate = true;
+    if (!get_bool(o, "emotional_modulation", &g->modulate, e)) return false;
     if (!get_int(o, "max_completion_tokens", 1, 1 << 30, &i, e) || !get_int(o, "max_tokens", 1, 1 << 30, &i, e)) return false;
     g->max_tokens = (int32_t)i;
     i = 1;

@@ -10,9 +10,12 @@
  * Precedence (later wins): defaults < config file < environment < flags.
  * The environment name of a key is ELPIS_<SECTION>__<KEY> in upper case
  * (ELPIS_SERVER__PORT, ELPIS_MODEL__PATH); ELPIS_API_KEYS is also read, as a
- * comma-separated list. Sections other than [server] and [model] belong to
- * other modules and are skipped; an unknown key inside [server] or [model] is
- * an error (a typo should not silently fall back to a default).
+ * comma-separated list. [emotion] and [memory] (and ELPIS_EMOTION__KEY,
+ * ELPIS_MEMORY__KEY) go to the psyche's own setters (psyche.h), which check
+ * them the same way; the relations between their keys are checked once all
+ * sources are applied. Other sections belong to other modules and are
+ * skipped; an unknown key inside a section of ours is an error (a typo
+ * should not silently fall back to a default).
  */
 #include "server_internal.h"
 
@@ -25,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum cfg_type { CFG_STR, CFG_INT, CFG_BYTES, CFG_SECONDS, CFG_KEYS } cfg_type;
+typedef enum cfg_type { CFG_STR, CFG_INT, CFG_BYTES, CFG_SECONDS, CFG_KEYS, CFG_NUM } cfg_type;
 
 typedef struct cfg_key {
     const char *section, *key, *flag;
@@ -50,12 +53,22 @@ static const cfg_key KEYS[] = {
     { "server", "drain_timeout", "drain-timeout", CFG_SECONDS, OFF(drain_timeout_s), 0, 3600, "SIGTERM: seconds streams may take to end" },
     { "server", "stall_timeout", "stall-timeout", CFG_SECONDS, OFF(stall_timeout_s), 0, 3600, "cancel a client that stops reading (0: never)" },
     { "server", "max_connections", "max-connections", CFG_INT, OFF(max_connections), 4, 60000, "concurrent HTTP connections" },
+    { "server", "data_dir", "data-dir", CFG_STR, OFF(psyche.data_dir), 0, 0, "emotion state and memories: DIR/elpis.db (default $XDG_DATA_HOME/elpis; :memory: keeps nothing)" },
+    { "server", "consolidate_interval", "consolidate-interval", CFG_SECONDS, OFF(consolidate_interval_s), 0, 86400 * 7, "seconds between memory consolidation checks (0: never)" },
+    { "server", "upstream", "upstream", CFG_STR, OFF(upstream), 0, 0, "OpenAI-compatible base URL(s), comma-separated: generation goes there, not to the local engine" },
+    { "server", "upstream_key", "upstream-key", CFG_STR, OFF(upstream_key), 0, 0, "bearer key for --upstream (never logged)" },
+    { "server", "upstream_model", "upstream-model", CFG_STR, OFF(upstream_model), 0, 0, "model name sent to --upstream (default: the client's)" },
+    { "server", "upstream_connect_timeout", "upstream-connect-timeout", CFG_SECONDS, OFF(upstream_connect_timeout_s), 0.1, 600, "seconds to connect to --upstream (then 504)" },
+    { "server", "upstream_idle_timeout", "upstream-idle-timeout", CFG_SECONDS, OFF(upstream_idle_timeout_s), 0, 3600, "seconds without upstream data before 504 / an error event (0: never)" },
     { "model", "path", "model", CFG_STR, OFF(model_path), 0, 0, "GGUF model file (-m)" },
     { "model", "alias", "alias", CFG_STR, OFF(model_alias), 0, 0, "model id shown by /v1/models" },
     { "model", "ctx", "ctx", CFG_INT, OFF(ctx), 0, 1 << 20, "positions per sequence (0: model's, at most 4096)" },
     { "model", "threads", "threads", CFG_INT, OFF(threads), 0, 256, "compute threads (0: CPUs)" },
     { "model", "batch", "batch", CFG_INT, OFF(batch), 0, 65536, "max tokens per forward call (0: default)" },
     { "model", "prefill_chunk", "prefill-chunk", CFG_INT, OFF(prefill_chunk), 0, 65536, "prompt tokens per step (0: default)" },
+    { "model", "temperature", "temperature", CFG_NUM, OFF(temperature), 0, 2, "base temperature before emotional modulation (default 0.7)" },
+    { "model", "top_p", "top-p", CFG_NUM, OFF(top_p), 0, 1, "base top_p before emotional modulation (default 0.9)" },
+    { "model", "embedding_model", "embedding-model", CFG_STR, OFF(psyche.embedding_model), 0, 0, "GGUF for memory embeddings (default: the model)" },
 };
 #define N_KEYS ((int)ELPIS_ARRAY_LEN(KEYS))
 
@@ -72,6 +85,12 @@ void elpis_server_config_init(elpis_server_config *c) {
     c->drain_timeout_s = 10;
     c->stall_timeout_s = 30;
     c->max_connections = 256;
+    c->consolidate_interval_s = 300;   /* the original's consolidation check_interval */
+    c->temperature = 0.7;
+    c->top_p = 0.9;
+    c->upstream_connect_timeout_s = 10;
+    c->upstream_idle_timeout_s = 120;
+    elpis_psyche_config_init(&c->psyche);
 }
 
 static void free_keys(elpis_server_config *c) {
@@ -86,6 +105,10 @@ void elpis_server_config_free(elpis_server_config *c) {
     free(c->log_file);
     free(c->model_path);
     free(c->model_alias);
+    free(c->upstream);
+    free(c->upstream_key);
+    free(c->upstream_model);
+    elpis_psyche_config_free(&c->psyche);
     free_keys(c);
     memset(c, 0, sizeof *c);
 }
@@ -184,6 +207,15 @@ static elpis_status set_value(elpis_server_config *c, const cfg_key *k, const ch
                               k->key, v, k->min, k->max, src);
         *(double *)field = d;
         return ELPIS_OK;
+    case CFG_NUM: {
+        char *end;
+        d = strtod(v, &end);
+        if (end == v || *end || !isfinite(d) || d < k->min || d > k->max)
+            return elpis_fail(err, ELPIS_EINVAL, "%s.%s: '%s' is not a number in %g..%g (%s)", k->section, k->key, v,
+                              k->min, k->max, src);
+        *(double *)field = d;
+        return ELPIS_OK;
+    }
     }
     return ELPIS_OK;
 }
@@ -223,6 +255,7 @@ static elpis_status ini_line(elpis_server_config *c, char *line, char *section, 
     char *key = trim(line), *val = trim(eq + 1);
     size_t n = strlen(val);
     if (n >= 2 && (val[0] == '"' || val[0] == '\'') && val[n - 1] == val[0]) { val[n - 1] = 0; val++; }
+    if (elpis_psyche_section(section)) return elpis_psyche_config_set(&c->psyche, section, key, val, src, err);
     if (strcmp(section, "server") && strcmp(section, "model")) return ELPIS_OK;   /* another module's section */
     const cfg_key *k = find_key(section, key);
     if (!k) return elpis_fail(err, ELPIS_EINVAL, "%s: unknown key %s.%s", src, section, key);
@@ -259,7 +292,7 @@ static elpis_status load_env(elpis_server_config *c, elpis_error *err) {
         elpis_status st = set_value(c, &KEYS[i], v, name, err);
         if (st != ELPIS_OK) return st;
     }
-    return ELPIS_OK;
+    return elpis_psyche_config_env(&c->psyche, err);
 }
 
 /* ---- flags -------------------------------------------------------------------------- */
@@ -269,14 +302,16 @@ enum { OPT_CONFIG = 1000, OPT_HELP, OPT_KEY0 = 2000 };
 void elpis_server_config_usage(void *file) {
     FILE *f = file;
     fprintf(f, "usage: elpis serve -m MODEL [options]\n\noptions (config key in brackets; env ELPIS_SECTION__KEY):\n");
-    fprintf(f, "  %-22s %s\n", "--config FILE", "INI file with [server] and [model] sections");
+    fprintf(f, "  %-22s %s\n", "--config FILE", "INI file with [server], [model], [emotion] and [memory] sections");
     for (int i = 0; i < N_KEYS; i++) {
         char flag[64];
         snprintf(flag, sizeof flag, "--%s %s", KEYS[i].flag, KEYS[i].type == CFG_STR ? "S" : KEYS[i].type == CFG_KEYS ? "K" : "N");
         fprintf(f, "  %-22s %s [%s.%s]\n", flag, KEYS[i].help, KEYS[i].section, KEYS[i].key);
     }
     fprintf(f, "\nAPI keys also come from ELPIS_API_KEYS (comma-separated). Without a key the server\n"
-               "only listens on loopback. /health is always open; everything else needs the key.\n");
+               "only listens on loopback. /health is always open; everything else needs the key.\n"
+               "[emotion] and [memory] keys (e.g. decay_rate, steering_strength, vectors_excited,\n"
+               "max_content_bytes) also come from ELPIS_EMOTION__KEY and ELPIS_MEMORY__KEY.\n");
 }
 
 typedef struct flag_val { int key; const char *val; } flag_val;
@@ -320,6 +355,7 @@ elpis_status elpis_server_config_load(elpis_server_config *c, int argc, char **a
         snprintf(src, sizeof src, "--%s", KEYS[vals[i].key].flag);
         st = set_value(c, &KEYS[vals[i].key], vals[i].val, src, err);
     }
+    if (st == ELPIS_OK) st = elpis_psyche_config_validate(&c->psyche, err);   /* relations between keys */
 done:
     free(vals);
     return st;

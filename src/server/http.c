@@ -10,6 +10,9 @@
  * memory is released, whatever happened to it.
  *
  * Routes are a table; a known path with the wrong method is 405 with Allow.
+ * A prefix route ("/v1/memories/" + one more segment) hands the rest of the
+ * path to its handler in r->path_arg; exact paths win over prefixes, so
+ * /v1/memories/stats is never taken for an id.
  * /health is answered from atomics only and never waits: it must stay fast
  * under any load (llama.cpp #27505).
  */
@@ -27,12 +30,13 @@ struct srv_route {
     const char *path, *method;
     bool open;   /* no API key needed */
     srv_handler fn;
+    bool prefix; /* path is a prefix followed by one segment (r->path_arg) */
 };
 
 /* ---- responses -------------------------------------------------------------------- */
 
 void srv_count_status(elpis_server *s, unsigned status) {
-    static const unsigned codes[SRV_CODE_OTHER] = { 200, 400, 401, 404, 405, 409, 413, 429, 500, 503 };
+    static const unsigned codes[SRV_CODE_OTHER] = { 200, 201, 400, 401, 404, 405, 409, 413, 429, 500, 503 };
     int i = 0;
     while (i < SRV_CODE_OTHER && codes[i] != status) i++;
     atomic_fetch_add(&s->http_codes[i], 1);
@@ -114,9 +118,16 @@ static enum MHD_Result h_models(srv_req *r) {
 static enum MHD_Result h_chat(srv_req *r) { return srv_gen_start(r, SRV_CHAT); }
 static enum MHD_Result h_text(srv_req *r) { return srv_gen_start(r, SRV_TEXT); }
 
+/* --upstream: the local tokenizer is not the upstream's; its ids would mislead. */
+static enum MHD_Result needs_local_engine(srv_req *r, const char *what) {
+    return srv_respond_error(r, MHD_HTTP_NOT_IMPLEMENTED, "invalid_request_error", NULL, "needs_local_engine",
+                             "%s needs the local engine; this server sends generation to --upstream", what);
+}
+
 static enum MHD_Result h_tokenize(srv_req *r) {
     elpis_buf b = { 0 };
     srv_api_error e = { 0 };
+    if (r->srv->up) return needs_local_engine(r, "/tokenize");
     if (!srv_api_tokenize(r, &b, &e)) { elpis_buf_free(&b); return srv_respond_api_error(r, &e); }
     return respond_buf(r, MHD_HTTP_OK, "application/json", &b);
 }
@@ -124,18 +135,28 @@ static enum MHD_Result h_tokenize(srv_req *r) {
 static enum MHD_Result h_detokenize(srv_req *r) {
     elpis_buf b = { 0 };
     srv_api_error e = { 0 };
+    if (r->srv->up) return needs_local_engine(r, "/detokenize");
     if (!srv_api_detokenize(r, &b, &e)) { elpis_buf_free(&b); return srv_respond_api_error(r, &e); }
     return respond_buf(r, MHD_HTTP_OK, "application/json", &b);
 }
 
 static const srv_route ROUTES[] = {
-    { "/health", "GET", true, h_health },
-    { "/metrics", "GET", false, h_metrics },
-    { "/v1/models", "GET", false, h_models },
-    { "/v1/chat/completions", "POST", false, h_chat },
-    { "/v1/completions", "POST", false, h_text },
-    { "/tokenize", "POST", false, h_tokenize },
-    { "/detokenize", "POST", false, h_detokenize },
+    { "/health", "GET", true, h_health, false },
+    { "/metrics", "GET", false, h_metrics, false },
+    { "/v1/models", "GET", false, h_models, false },
+    { "/v1/chat/completions", "POST", false, h_chat, false },
+    { "/v1/completions", "POST", false, h_text, false },
+    { "/tokenize", "POST", false, h_tokenize, false },
+    { "/detokenize", "POST", false, h_detokenize, false },
+    { "/v1/psyche/emotion", "GET", false, srv_h_emotion_get, false },
+    { "/v1/psyche/emotion", "POST", false, srv_h_emotion_post, false },
+    { "/v1/emotion", "GET", false, srv_h_emotion_full, false },
+    { "/v1/memories", "POST", false, srv_h_mem_store, false },
+    { "/v1/memories", "GET", false, srv_h_mem_search, false },
+    { "/v1/memories/stats", "GET", false, srv_h_mem_stats, false },
+    { "/v1/memories/", "GET", false, srv_h_mem_get, true },
+    { "/v1/memories/", "DELETE", false, srv_h_mem_delete, true },
+    { "/v1/embeddings", "POST", false, srv_h_embeddings, false },
 };
 
 /* ---- per-request state ------------------------------------------------------------------------ */
@@ -158,6 +179,7 @@ static srv_req *req_new(elpis_server *s, struct MHD_Connection *conn) {
 static void req_free(srv_req *r) {
     elpis_request_unref(r->req);
     elpis_tokens_free(&r->gen.prompt);
+    free(r->gen.steering);
     elpis_buf_free(&r->body);
     elpis_buf_free(&r->out);
     elpis_buf_free(&r->text);
@@ -165,15 +187,34 @@ static void req_free(srv_req *r) {
     free(r);
 }
 
+static bool path_matches(const srv_route *rt, const char *url, bool prefix) {
+    if (rt->prefix != prefix) return false;
+    if (!prefix) return !strcmp(rt->path, url);
+    size_t n = strlen(rt->path);
+    return !strncmp(rt->path, url, n) && url[n] && !strchr(url + n, '/');
+}
+
+/* The route for url + method into r->route; returns a route with that path
+ * (any method) or NULL. Exact paths are tried before prefixes. */
+static const srv_route *find_route(srv_req *r, const char *url, const char *method) {
+    const srv_route *path_match = NULL;
+    for (int prefix = 0; prefix < 2 && !path_match; prefix++)
+        for (size_t i = 0; i < ELPIS_ARRAY_LEN(ROUTES); i++) {
+            if (!path_matches(&ROUTES[i], url, prefix)) continue;
+            path_match = &ROUTES[i];
+            if (!strcmp(ROUTES[i].method, method)) r->route = &ROUTES[i];
+        }
+    if (r->route && r->route->prefix) {
+        const char *rest = url + strlen(r->route->path);
+        r->path_arg = elpis_arena_strndup(&r->arena, rest, strlen(rest));
+    }
+    return path_match;
+}
+
 /* First call: route, authenticate, check the announced size. */
 static enum MHD_Result on_headers(srv_req *r, const char *url, const char *method) {
     elpis_server *s = r->srv;
-    const srv_route *path_match = NULL;
-    for (size_t i = 0; i < ELPIS_ARRAY_LEN(ROUTES); i++) {
-        if (strcmp(ROUTES[i].path, url)) continue;
-        path_match = &ROUTES[i];
-        if (!strcmp(ROUTES[i].method, method)) r->route = &ROUTES[i];
-    }
+    const srv_route *path_match = find_route(r, url, method);
     if (!path_match) return srv_respond_error(r, MHD_HTTP_NOT_FOUND, "not_found_error", NULL, "not_found", "no route for %s %s", method, url);
     if (!r->route) {
         r->route = path_match;
@@ -225,6 +266,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_size = 0;   /* answered early; drop the rest of the body */
         return MHD_YES;
     }
+    if (r->phase == SRV_PH_WORK) return srv_work_resume(r);
     return srv_gen_resume(r);
 }
 
@@ -235,6 +277,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r) return;
     *con_cls = NULL;
     srv_gen_completed(r, toe);
+    srv_work_detach(r);
     req_free(r);
 }
 

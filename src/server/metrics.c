@@ -58,7 +58,7 @@ static void scheduler_metrics(elpis_server *s, elpis_buf *b) {
 }
 
 static void http_metrics(elpis_server *s, elpis_buf *b) {
-    static const char *names[SRV_CODE_COUNT] = { "200", "400", "401", "404", "405", "409", "413", "429", "500", "503", "other" };
+    static const char *names[SRV_CODE_COUNT] = { "200", "201", "400", "401", "404", "405", "409", "413", "429", "500", "503", "other" };
     elpis_buf_printf(b, "# HELP elpis_http_responses_total HTTP responses, by status.\n# TYPE elpis_http_responses_total counter\n");
     for (int i = 0; i < SRV_CODE_COUNT; i++)
         elpis_buf_printf(b, "elpis_http_responses_total{code=\"%s\"} %lld\n", names[i], (long long)atomic_load(&s->http_codes[i]));
@@ -75,5 +75,6 @@ static void http_metrics(elpis_server *s, elpis_buf *b) {
 elpis_status srv_metrics_render(elpis_server *s, elpis_buf *b) {
     scheduler_metrics(s, b);
     http_metrics(s, b);
+    srv_psyche_metrics(s, b);   /* emotion gauges, consolidation counters */
     return b->data ? ELPIS_OK : ELPIS_ENOMEM;
 }

@@ -3,7 +3,9 @@
  * Start order (each step undone by elpis_server_free, which copes with a
  * partial start): check the listen address against the keys, open the
  * event log, load the model, check the memory budget BEFORE allocating the
- * KV cache, start the scheduler, the slot table, the watcher, the daemon.
+ * KV cache, open the psyche (emotion state, steering vectors, memory store
+ * and its embedder: psyche.h), start the scheduler, the slot table, the
+ * watcher, the psyche worker, the daemon.
  *
  * Memory budget: weights (the mapped tensors) + the context the scheduler
  * will allocate (elpis_ctx_estimate_bytes: KV cache for ctx x parallel
@@ -15,8 +17,10 @@
  * scheduler end running requests with finish "length" so every stream gets
  * its finish chunk and [DONE], wait for the HTTP side to finish (bounded;
  * then cancel with reason SHUTDOWN), resume anything still suspended (MHD
- * must not be stopped with suspended connections), stop the daemon, the
- * watcher, and finally the scheduler.
+ * must not be stopped with suspended connections; requests waiting for a
+ * psyche job are let finish), stop the daemon, the watcher, and finally the
+ * scheduler, then the psyche worker (it runs what is queued: the response
+ * analyses of the last completions) and the psyche itself.
  */
 #include "server_internal.h"
 
@@ -129,6 +133,19 @@ static uint64_t random_base(void) {
     return v & ~0xffffffull;   /* low bits count requests: ids stay readable and unique */
 }
 
+static elpis_status open_psyche(elpis_server *s, elpis_error *err) {
+    const elpis_server_config *c = s->cfg;
+    elpis_status st = elpis_psyche_open(&s->psyche, &c->psyche, s->model, c->threads, err);
+    if (st == ELPIS_OK) st = srv_emo_view_open(s, err);
+    if (st != ELPIS_OK) return st;
+    const elpis_psyche *p = s->psyche;
+    srv_evlog(&s->log, "psyche_open data_dir=%s steering=%s embedding_dim=%d embedding_model=%s consolidate_interval=%g",
+              p->data_dir, p->vectors && elpis_emotion_config_steering(&c->psyche.emotion) ? "on" : "off",
+              elpis_embedder_dim(p->embedder), c->psyche.embedding_model ? c->psyche.embedding_model : "-",
+              c->consolidate_interval_s);
+    return ELPIS_OK;
+}
+
 elpis_status elpis_server_new(elpis_server **out, const elpis_server_config *c, elpis_error *err) {
     elpis_status st;
     elpis_server *s = calloc(1, sizeof *s);
@@ -149,9 +166,12 @@ elpis_status elpis_server_new(elpis_server **out, const elpis_server_config *c, 
     if (s->chat_family == ELPIS_CHAT_UNKNOWN) srv_evlog(&s->log, "chat_template_unknown fallback=chatml");
     elpis_sched_params sp = sched_params(c);
     if ((st = check_budget(s, &sp, err)) != ELPIS_OK) goto fail;
+    if ((st = open_psyche(s, err)) != ELPIS_OK) goto fail;
     if ((st = elpis_sched_new(&s->sched, s->model, &sp, err)) != ELPIS_OK) goto fail;
+    if (c->upstream && (st = srv_up_new(&s->up, s, err)) != ELPIS_OK) goto fail;
     if ((st = init_slots(s, err)) != ELPIS_OK) goto fail;
     if ((st = srv_watcher_start(s, err)) != ELPIS_OK) goto fail;
+    if ((st = srv_work_start(s, err)) != ELPIS_OK) goto fail;
     if ((st = srv_http_start(s, err)) != ELPIS_OK) goto fail;
     srv_evlog(&s->log, "server_start host=%s port=%u model=%s parallel=%d queue=%d ctx=%d auth=%s", c->host, s->port,
               s->model_id, sp.n_parallel, sp.n_queue, elpis_sched_params_of(s->sched)->n_ctx, c->n_api_keys ? "on" : "off");
@@ -215,12 +235,14 @@ void elpis_server_shutdown(elpis_server *s, const char *why) {
         srv_evlog(&s->log, "shutdown_begin signal=%s in_flight=%d", why ? why : "-", live_count(s));
         atomic_store(&s->draining, true);
         elpis_sched_drain(s->sched);
+        srv_up_drain(s->up);
         if (!wait_live(s, s->cfg->drain_timeout_s * 1000.0)) {
             cancel_all(s);
             wait_live(s, 2000);
         }
         stop_suspending(s);
         wait_live(s, 2000);
+        srv_work_quiesce(s);   /* nothing new is taken once stopping; the last jobs answer */
         MHD_stop_daemon(s->mhd);
         s->mhd = NULL;
     }
@@ -232,6 +254,7 @@ void elpis_server_free(elpis_server *s) {
     if (!s) return;
     if (s->mhd || s->watcher_started) elpis_server_shutdown(s, "free");
     elpis_sched_free(s->sched);   /* joins the scheduler thread: no notify after this */
+    srv_up_free(s->up);           /* joins the upstream thread: likewise */
     if (s->lock_init) {
         pthread_mutex_lock(&s->lock);
         srv_sessions_free(s);
@@ -239,6 +262,9 @@ void elpis_server_free(elpis_server *s) {
         pthread_mutex_destroy(&s->lock);
     }
     free(s->slots);
+    srv_work_stop(s);             /* runs the queued analyses, joins */
+    srv_emo_view_close(s);
+    elpis_psyche_close(s->psyche);
     elpis_model_free(s->model);
     srv_evlog_close(&s->log);
     free(s);

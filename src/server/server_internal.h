@@ -6,6 +6,8 @@
  *               reads request output, writes responses, suspends connections.
  *   scheduler   calls srv_notify() (stream.c) for each request event.
  *   watcher     watcher.c: hang-up polling, pings, session deadlines, sweep.
+ *   psyche      work.c: every SQLite and embedder call of the emotion and
+ *               memory routes, response analysis, timed consolidation.
  *   main        start, signal wait, shutdown.
  * One mutex, srv->lock, guards the slot table, the session registry and the
  * fields of srv_req marked "lock". It is held only for short bookkeeping and
@@ -23,6 +25,17 @@
  * (shutdown sets srv->stopping under the lock, after which nothing suspends).
  * Lost wake-ups are prevented by r->notified: a waiter clears it before
  * looking for output and does not suspend if it was set meanwhile.
+ *
+ * PSYCHE JOBS
+ * -----------
+ * A route that needs the database or the embedder parses its input on the
+ * MHD thread, hands a srv_job to the psyche worker and suspends (phase
+ * WORK). The worker runs it, then under srv->lock marks it done and wakes the
+ * request, which answers from the job. A job's `r` is the request waiting
+ * for it (counted in n_waiting) or NULL (fire and forget, or the request is
+ * gone); whoever sees the other side gone frees the job. Shutdown waits for
+ * n_waiting to reach 0 before stopping the daemon, and no new job is taken
+ * once srv->stopping is set, so no connection stays suspended.
  *
  * NOTIFY HANDLES
  * --------------
@@ -47,6 +60,8 @@
 
 typedef struct srv_req srv_req;
 typedef struct srv_session srv_session;
+typedef struct srv_job srv_job;
+struct json_t;
 
 /* ---- event log (evlog.c) ---------------------------------------------------- */
 /* One line per event: "<UTC ISO-8601 time> <event> key=value ...". Lines are
@@ -73,6 +88,7 @@ typedef struct srv_wire {
     const char *model;       /* raw model id (escaped when written) */
     long long created;       /* unix seconds, the same in every chunk */
     bool include_usage;
+    const char *elpis;       /* the "elpis" echo object (JSON text) for the last chunk / body; NULL: none */
 } srv_wire;
 
 elpis_status srv_json_str(elpis_buf *b, const char *s, size_t n);   /* "..." escaped */
@@ -104,8 +120,15 @@ typedef struct srv_gen {
     const char **stop;                 /* arena */
     size_t n_stop;
     elpis_tokens prompt;               /* malloc'd; freed with the srv_req */
+    bool t_set, p_set;                 /* the request gave temperature / top_p */
+    bool modulate;                     /* "emotional_modulation" (default true): sampling and steering */
+    float *steering;                   /* malloc'd blend for this request, or NULL; freed with the srv_req */
+    const char *echo;                  /* "elpis":{...} object text (arena), or NULL */
+    bool keep_text;                    /* streams: keep the text for response analysis */
 } srv_gen;
 
+/* r->body as a JSON object (jansson; caller decrefs); NULL and *e on a client error. */
+struct json_t *srv_body_json(srv_req *r, srv_api_error *e);
 /* Parse a completion body (JSON in r->body) into r->gen, prompt tokens
  * included. false and *e filled on a client error. */
 bool srv_parse_gen(srv_req *r, srv_kind kind, srv_api_error *e);
@@ -149,6 +172,7 @@ typedef enum srv_phase {
     SRV_PH_BODY,        /* receiving the upload */
     SRV_PH_WAIT_PREV,   /* waiting for the session's previous request to end */
     SRV_PH_RUN,         /* submitted: streaming, or collecting (non-stream) */
+    SRV_PH_WORK,        /* waiting for a psyche job (work.c) */
     SRV_PH_DONE,        /* a response has been queued */
 } srv_phase;
 
@@ -180,7 +204,10 @@ struct srv_req {
     elpis_buf out;                     /* SSE bytes not yet handed to MHD */
     size_t out_off;
     bool ended;                        /* all events are in `out` */
-    elpis_buf text;                    /* non-stream: the completion text */
+    elpis_buf text;                    /* the completion text (streams too: response analysis) */
+    const char *path_arg;              /* prefix routes: the rest of the path (arena), e.g. a memory id */
+    srv_job *job;                      /* phase WORK: the psyche job (see PSYCHE JOBS) */
+    bool analysed;                     /* response analysis queued (once) */
 
     /* lock */
     srv_session *sess;
@@ -191,7 +218,7 @@ struct srv_req {
 };
 
 /* ---- the server ------------------------------------------------------------------------------- */
-enum { SRV_CODE_200, SRV_CODE_400, SRV_CODE_401, SRV_CODE_404, SRV_CODE_405, SRV_CODE_409, SRV_CODE_413,
+enum { SRV_CODE_200, SRV_CODE_201, SRV_CODE_400, SRV_CODE_401, SRV_CODE_404, SRV_CODE_405, SRV_CODE_409, SRV_CODE_413,
        SRV_CODE_429, SRV_CODE_500, SRV_CODE_503, SRV_CODE_OTHER, SRV_CODE_COUNT };
 
 struct elpis_server {
@@ -218,6 +245,12 @@ struct elpis_server {
     atomic_bool watcher_stop;
     atomic_bool draining;
     bool shut_down;
+
+    struct srv_upstream *up;           /* --upstream: generation goes there (upstream.c); NULL: local */
+    elpis_psyche *psyche;              /* emotion, steering vectors, memory store */
+    struct srv_worker *work;           /* the psyche worker (work.c) */
+    struct srv_emo_view *emo_view;     /* the last committed emotional state (psyche_api.c) */
+    atomic_llong consolidations, memories_promoted, memories_archived, psyche_failures;
 
     atomic_ullong next_serial;
     uint64_t trace_base;
@@ -246,6 +279,80 @@ void srv_watcher_stop(elpis_server *s);
 
 /* metrics.c */
 elpis_status srv_metrics_render(elpis_server *s, elpis_buf *b);
+
+/* ---- the psyche worker (work.c) ---------------------------------------------------------------- */
+typedef void (*srv_job_fn)(elpis_server *s, srv_job *j);   /* worker thread; fills status and body */
+
+struct srv_job {
+    srv_job *next;
+    srv_job_fn run;
+    srv_req *r;                        /* lock: the waiting request, or NULL */
+    bool done;                         /* lock */
+    struct json_t *args;               /* input (owned) */
+    char *text;                        /* input (owned) */
+    char key[64];                      /* input: an id, a name */
+    unsigned status;                   /* output: HTTP status */
+    elpis_buf body;                    /* output: JSON body (an error envelope when status >= 400) */
+};
+
+srv_job *srv_job_new(srv_job_fn run);  /* NULL on OOM */
+void srv_job_free(srv_job *j);
+/* Helpers for job functions: fill j->body with an error envelope / a jansson value (stolen). */
+void srv_job_error(srv_job *j, unsigned status, const char *type, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void srv_job_json(srv_job *j, unsigned status, struct json_t *v);
+
+elpis_status srv_work_start(elpis_server *s, elpis_error *err);
+/* Hand j to the worker and wait for it (suspended); answers 503 while stopping. */
+enum MHD_Result srv_work_submit(srv_req *r, srv_job *j);
+enum MHD_Result srv_work_resume(srv_req *r);
+/* Fire and forget (response analysis); the worker frees j. */
+void srv_work_post(elpis_server *s, srv_job *j);
+/* MHD completion callback: let go of r's job (freed now, or by the worker if it still runs). */
+void srv_work_detach(srv_req *r);
+/* Shutdown, lock not held: wait (bounded) until no request waits for a job. */
+void srv_work_quiesce(elpis_server *s);
+/* Run what is queued, stop the timer, join. Idempotent. */
+void srv_work_stop(elpis_server *s);
+
+/* ---- emotion (psyche_api.c) ------------------------------------------------------------------------ */
+/* The MHD thread reads the emotional state from a view the worker publishes
+ * after each commit, never from the emotion object (whose mutex is held
+ * across an fsync). */
+elpis_status srv_emo_view_open(elpis_server *s, elpis_error *err);
+void srv_emo_view_close(elpis_server *s);
+/* Before make_request: modulated sampling, the steering blend, the "elpis" echo. */
+bool srv_emo_prepare(srv_req *r, srv_api_error *e);
+/* After the request ended (any way): queue the response analysis of its text, once. */
+void srv_emo_after(srv_req *r);
+void srv_psyche_metrics(elpis_server *s, elpis_buf *b);
+enum MHD_Result srv_h_emotion_get(srv_req *r);     /* GET  /v1/psyche/emotion */
+enum MHD_Result srv_h_emotion_post(srv_req *r);    /* POST /v1/psyche/emotion */
+enum MHD_Result srv_h_emotion_full(srv_req *r);    /* GET  /v1/emotion */
+
+/* ---- memories and embeddings (memory_api.c) ---------------------------------------------------------- */
+enum MHD_Result srv_h_mem_store(srv_req *r);       /* POST   /v1/memories */
+enum MHD_Result srv_h_mem_search(srv_req *r);      /* GET    /v1/memories?q=&n= */
+enum MHD_Result srv_h_mem_stats(srv_req *r);       /* GET    /v1/memories/stats */
+enum MHD_Result srv_h_mem_get(srv_req *r);         /* GET    /v1/memories/{id} */
+enum MHD_Result srv_h_mem_delete(srv_req *r);      /* DELETE /v1/memories/{id} */
+enum MHD_Result srv_h_embeddings(srv_req *r);      /* POST   /v1/embeddings */
+/* The worker's timer: should_consolidate -> consolidate, logged. */
+void srv_mem_consolidate_tick(elpis_server *s);
+
+/* ---- upstream backend (upstream.c) ------------------------------------------------------------------ */
+/* With --upstream, completion requests are elpis_requests written by the
+ * upstream I/O thread instead of the scheduler; same read/notify/cancel. */
+typedef struct srv_upstream srv_upstream;
+elpis_status srv_up_new(srv_upstream **out, elpis_server *s, elpis_error *err);
+void srv_up_drain(srv_upstream *u);    /* SIGTERM: end transfers (finish "length"), refuse new ones */
+void srv_up_free(srv_upstream *u);     /* cancel what is left (shutdown), join; NULL is fine */
+/* MHD thread: the request for r (the body sent upstream is built now). NULL and *e on failure. */
+elpis_request *srv_up_request_new(srv_req *r, srv_api_error *e);
+/* Lock held is fine: never blocks. ERANGE: full (503); ECANCELLED: draining. */
+elpis_status srv_up_submit(srv_upstream *u, elpis_request *q, elpis_error *err);
+/* q FAILED before any output: the status, type and code to answer with. */
+bool srv_up_failure(elpis_request *q, unsigned *status, const char **type, const char **code);
 
 /* small shared helpers */
 

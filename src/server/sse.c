@@ -5,7 +5,10 @@
  * follows as delta {"content":..}; the last choice event has an empty delta
  * and finish_reason; with stream_options.include_usage every chunk carries
  * "usage":null and one extra chunk with "choices":[] carries the counts; the
- * stream ends with `data: [DONE]\n\n`. Errors after the 200 status go out as
+ * stream ends with `data: [DONE]\n\n`. The finish chunk (and the usage
+ * chunk, when there is one) and the non-stream body carry the server's
+ * emotion echo, a top-level "elpis" object (w->elpis, see psyche_api.c);
+ * OpenAI clients ignore unknown top-level fields. Errors after the 200 status go out as
  * `data: {"error":{...}}`. Comments (`: ping`) keep idle connections alive.
  *
  * The events are written by hand rather than through jansson: they are
@@ -61,12 +64,22 @@ static elpis_status chunk_open(elpis_buf *b, const srv_wire *w) {
     return elpis_buf_puts(b, ",\"choices\":[");
 }
 
-/* `]` + usage:null when asked + `}\n\n` */
-static elpis_status chunk_close(elpis_buf *b, const srv_wire *w) {
+/* `,"elpis":{...}` when the response has an echo */
+static elpis_status echo(elpis_buf *b, const srv_wire *w) {
+    if (!w->elpis) return ELPIS_OK;
+    TRY(elpis_buf_puts(b, ",\"elpis\":"));
+    return elpis_buf_puts(b, w->elpis);
+}
+
+/* `]` + usage:null when asked + the echo on the last chunk + `}\n\n` */
+static elpis_status chunk_close_ex(elpis_buf *b, const srv_wire *w, bool last) {
     TRY(elpis_buf_puts(b, "]"));
     if (w->include_usage) TRY(elpis_buf_puts(b, ",\"usage\":null"));
+    if (last) TRY(echo(b, w));
     return elpis_buf_puts(b, "}\n\n");
 }
+
+static elpis_status chunk_close(elpis_buf *b, const srv_wire *w) { return chunk_close_ex(b, w, false); }
 
 /* One choice: chat -> delta (raw JSON object text), text -> "text" string. */
 static elpis_status choice(elpis_buf *b, const srv_wire *w, const char *delta_json, const char *t, size_t n,
@@ -105,7 +118,7 @@ elpis_status srv_sse_text(elpis_buf *b, const srv_wire *w, const char *t, size_t
 elpis_status srv_sse_finish(elpis_buf *b, const srv_wire *w, const char *finish_reason) {
     TRY(chunk_open(b, w));
     TRY(choice(b, w, "{}", "", 0, finish_reason));
-    return chunk_close(b, w);
+    return chunk_close_ex(b, w, true);
 }
 
 static elpis_status usage_obj(elpis_buf *b, int32_t n_prompt, int32_t n_gen, int32_t n_cached) {
@@ -119,6 +132,7 @@ elpis_status srv_sse_usage(elpis_buf *b, const srv_wire *w, int32_t n_prompt, in
     TRY(chunk_open(b, w));
     TRY(elpis_buf_puts(b, "],\"usage\":"));
     TRY(usage_obj(b, n_prompt, n_gen, n_cached));
+    TRY(echo(b, w));
     return elpis_buf_puts(b, "}\n\n");
 }
 
@@ -163,5 +177,6 @@ elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, s
     TRY(json_cstr_or_null(b, finish));
     TRY(elpis_buf_puts(b, "}],\"usage\":"));
     TRY(usage_obj(b, n_prompt, n_gen, n_cached));
+    TRY(echo(b, w));
     return elpis_buf_puts(b, "}");
 }

@@ -2,7 +2,8 @@
  *
  * LIFE OF A COMPLETION REQUEST (all on the MHD thread unless noted)
  * ----------------------------------------------------------------
- *   srv_gen_start    parse + tokenize (api.c), elpis_request_new, take a
+ *   srv_gen_start    parse + tokenize (api.c), emotional modulation and
+ *                    steering (psyche_api.c), elpis_request_new, take a
  *                    slot (the notify handle), log stream_start, claim the
  *                    session (registry.c). Then either
  *                      WAIT_PREV: suspend until the session's previous
@@ -19,7 +20,9 @@
  *   srv_gen_completed (MHD's completion callback) is the single cleanup
  *                    point for every exit path: cancels a request that is not
  *                    final (client gone), detaches the session, frees the slot,
- *                    logs stream_end. The srv_req itself is freed by http.c.
+ *                    logs stream_end, queues the response analysis of the
+ *                    text (partial when cancelled). The srv_req itself is
+ *                    freed by http.c.
  *
  * Waiting never blocks the MHD thread: every wait is a suspended connection.
  */
@@ -87,13 +90,17 @@ static bool read_session(srv_req *r, srv_api_error *e) {
 }
 
 static bool make_request(srv_req *r, srv_api_error *e) {
+    if (r->srv->up) return (r->req = srv_up_request_new(r, e)) != NULL;   /* --upstream: upstream.c writes it */
     elpis_req_params p = {
         .prompt = r->gen.prompt.ids, .n_prompt = r->gen.prompt.n, .sampling = r->gen.sp,
         .max_tokens = r->gen.max_tokens, .stop = r->gen.stop, .n_stop = r->gen.n_stop,
-        .session = r->session, .ignore_eos = r->gen.ignore_eos,
+        .session = r->session, .ignore_eos = r->gen.ignore_eos, .steering = r->gen.steering,
     };
     elpis_error err = { 0 };
-    if ((r->req = elpis_request_new(r->srv->sched, &p, &err))) return true;
+    r->req = elpis_request_new(r->srv->sched, &p, &err);
+    free(r->gen.steering);   /* the request keeps its own copy */
+    r->gen.steering = NULL;
+    if (r->req) return true;
     e->status = err.code == ELPIS_ENOMEM ? MHD_HTTP_INTERNAL_SERVER_ERROR : MHD_HTTP_BAD_REQUEST;
     e->type = err.code == ELPIS_ENOMEM ? "server_error" : "invalid_request_error";
     e->param = NULL;
@@ -104,7 +111,7 @@ static bool make_request(srv_req *r, srv_api_error *e) {
 
 static void setup_wire(srv_req *r, srv_kind kind) {
     snprintf(r->id, sizeof r->id, "%s%s", kind == SRV_CHAT ? "chatcmpl-" : "cmpl-", r->trace);
-    r->wire = (srv_wire){ kind, r->id, r->srv->model_id, r->created, r->gen.stream && r->gen.include_usage };
+    r->wire = (srv_wire){ kind, r->id, r->srv->model_id, r->created, r->gen.stream && r->gen.include_usage, r->gen.echo };
 }
 
 /* ---- responses ------------------------------------------------------------------------------ */
@@ -205,6 +212,7 @@ static bool produce(srv_req *r) {
     size_t n = elpis_request_read(r->req, text, sizeof text, &r->st);
     if (n > 0) {
         srv_sse_text(&r->out, &r->wire, text, n);
+        if (r->gen.keep_text) elpis_buf_append(&r->text, text, n);   /* for the response analysis */
         return true;
     }
     if (!elpis_req_state_final(r->st.state)) return false;
@@ -282,6 +290,12 @@ static enum MHD_Result respond_final(srv_req *r) {
         srv_error_body(&b, "request_cancelled", NULL, code, msg);
         return respond_buf(r, MHD_HTTP_CONFLICT, "application/json", &b, true);
     }
+    unsigned ust;
+    const char *utype, *ucode;
+    if (r->srv->up && srv_up_failure(r->req, &ust, &utype, &ucode)) {   /* 502, 504, the upstream's own status */
+        srv_error_body(&b, utype, NULL, ucode, st->error);
+        return respond_buf(r, ust, "application/json", &b, false);
+    }
     snprintf(msg, sizeof msg, "generation failed: %s", st->error);
     srv_error_body(&b, "server_error", NULL, "generation_failed", msg);
     return respond_buf(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json", &b, false);
@@ -310,12 +324,38 @@ static enum MHD_Result collect(srv_req *r) {
     }
 }
 
+/* A stream's status line: at once for the local engine; with --upstream
+ * only once the upstream answered, so a refused connection or an upstream
+ * 4xx/5xx reaches the client as that status, not as a 200 with an error
+ * event. Waits suspended, like collect(). */
+static enum MHD_Result start_or_wait(srv_req *r) {
+    elpis_server *s = r->srv;
+    if (!s->up) return start_stream(r);
+    for (int spin = 0;; spin++) {
+        pthread_mutex_lock(&s->lock);
+        bool gone = r->hup || s->stopping;
+        r->notified = false;
+        pthread_mutex_unlock(&s->lock);
+        if (gone) return MHD_NO;
+        srv_status_of(r->req, &r->st);
+        if (r->st.state == ELPIS_REQ_FAILED) {
+            on_final(r);
+            return respond_final(r);
+        }
+        if (r->st.state != ELPIS_REQ_QUEUED) return start_stream(r);   /* answered, or cancelled: events say so */
+        pthread_mutex_lock(&s->lock);
+        bool suspended = suspend_locked(r, spin >= SPIN_LIMIT);
+        pthread_mutex_unlock(&s->lock);
+        if (suspended) return MHD_YES;
+    }
+}
+
 /* ---- submit and wait ------------------------------------------------------------------------------------ */
 
 /* Lock held. ELPIS_OK: submitted and now the session's active request. */
 static elpis_status submit_locked(srv_req *r, elpis_error *err) {
     elpis_server *s = r->srv;
-    elpis_status st = elpis_sched_submit(s->sched, r->req, err);
+    elpis_status st = s->up ? srv_up_submit(s->up, r->req, err) : elpis_sched_submit(s->sched, r->req, err);
     if (st == ELPIS_OK) {
         srv_session_set_active(s, r);
         r->phase = SRV_PH_RUN;
@@ -328,7 +368,7 @@ static elpis_status submit_locked(srv_req *r, elpis_error *err) {
 
 static enum MHD_Result after_submit(srv_req *r, elpis_status st, const elpis_error *err) {
     if (st != ELPIS_OK) return respond_unavailable(r, st, err->msg);
-    return r->gen.stream ? start_stream(r) : collect(r);
+    return r->gen.stream ? start_or_wait(r) : collect(r);
 }
 
 /* Access handler, WAIT_PREV: run once the session's previous request ended. */
@@ -364,7 +404,7 @@ enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind) {
     elpis_error err = { 0 };
     if (atomic_load(&s->draining))
         return respond_unavailable(r, ELPIS_ECANCELLED, "the server is shutting down");
-    if (!read_session(r, &e) || !srv_parse_gen(r, kind, &e)) return srv_respond_api_error(r, &e);
+    if (!read_session(r, &e) || !srv_parse_gen(r, kind, &e) || !srv_emo_prepare(r, &e)) return srv_respond_api_error(r, &e);
     setup_wire(r, kind);
     if (!make_request(r, &e)) return srv_respond_api_error(r, &e);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -398,6 +438,7 @@ enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind) {
 enum MHD_Result srv_gen_resume(srv_req *r) {
     if (r->phase == SRV_PH_WAIT_PREV) return wait_prev(r);
     if (r->phase == SRV_PH_RUN && !r->gen.stream) return collect(r);
+    if (r->phase == SRV_PH_RUN && !r->sse) return start_or_wait(r);   /* upstream: waiting for its answer */
     return MHD_YES;
 }
 
@@ -423,6 +464,7 @@ void srv_gen_completed(srv_req *r, enum MHD_RequestTerminationCode toe) {
     if (r->counted_live) s->n_live--;
     r->counted_live = false;
     pthread_mutex_unlock(&s->lock);
+    srv_emo_after(r);
     if (!r->logged_start) return;
     const char *finish = "cancelled";
     if (final && r->st.state == ELPIS_REQ_DONE) finish = elpis_finish_name(r->st.finish);

@@ -8,6 +8,8 @@ set -uo pipefail
 SUITE=$(basename "$0" .sh)
 PASSED=0; FAILED=0
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+# serve and mcp keep their state in $XDG_DATA_HOME/elpis by default: never the user's
+export XDG_DATA_HOME="$TMP/xdg"
 
 ok()   { PASSED=$((PASSED + 1)); echo "ok   $1"; }
 bad()  { FAILED=$((FAILED + 1)); echo "FAIL $1${2:+: $2}"; }

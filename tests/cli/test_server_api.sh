@@ -65,7 +65,7 @@ assert_contains "memory budget names the KV cache" "$(cat "$TMP/e6")" "KV cache"
 assert_contains "memory budget is logged" "$(cat "$TMP/mem.log")" "memory_budget weights="
 
 # ---- a server with a config file (port from flags wins over the file) ----------------------------
-printf '[server]\nport = 1\nqueue = 4\n[emotion]\nanything = goes\n' >"$TMP/ok.ini"
+printf '[server]\nport = 1\nqueue = 4\n[chat]\nanything = goes\n' >"$TMP/ok.ini"   # [chat]: another module's
 start_server main --config "$TMP/ok.ini" --ctx 2048 --parallel 2 --body-limit 16K
 assert_contains "config file applied" "$(cat "$LOG")" "queue=4"
 

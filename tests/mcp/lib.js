@@ -18,13 +18,20 @@ export const SHARED = process.env.ELPIS_SHARED;
 if (!BIN || !SHARED) throw new Error('ELPIS_BIN and ELPIS_SHARED must be set (the ctest wrappers set them)');
 export const MODEL = `${SHARED}/models/stories260K.gguf`;
 
+// The 9 tools of the original's Elpis server and the 8 of its memory server (spec §2.1, §2.2).
+export const MEMORY_TOOL_NAMES = [
+  'consolidate_memories', 'delete_memory', 'get_memory_context', 'get_memory_stats', 'get_recent_memories',
+  'search_memories', 'should_consolidate', 'store_memory',
+];
 export const TOOL_NAMES = [
   'function_call', 'generate', 'generate_stream_cancel', 'generate_stream_read', 'generate_stream_start',
-  'get_capabilities', 'get_emotion', 'reset_emotion', 'update_emotion',
-];
+  'get_capabilities', 'get_emotion', 'reset_emotion', 'update_emotion', ...MEMORY_TOOL_NAMES,
+].sort();
 
+// Every server starts from a blank psyche (:memory:) unless a test passes its own --data-dir
+// (getopt: the last one wins).
 export function serverArgs(extra = []) {
-  return ['mcp', '-m', MODEL, '--threads', '1', ...extra];
+  return ['mcp', '-m', MODEL, '--threads', '1', '--data-dir', ':memory:', ...extra];
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

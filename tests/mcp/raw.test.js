@@ -30,7 +30,7 @@ test('server/discover before initialize gets -32601 at once; initialize still wo
   const after = await r.request(5, 'server/discover', {});
   assert.equal(after.error.code, -32601, 'unknown methods stay -32601 after initialize');
   assert.equal((await r.request(6, 'prompts/list')).error.code, -32601);
-  assert.equal((await r.request(7, 'tools/list')).result.tools.length, 9);
+  assert.equal((await r.request(7, 'tools/list')).result.tools.length, 17);
   await r.close();
 });
 

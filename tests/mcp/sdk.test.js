@@ -21,7 +21,7 @@ test('initialize: server info and capabilities', () => {
   assert.match(s.client.getInstructions() ?? '', /generate/);
 });
 
-test('tools/list: the 9 tools, each described, with valid input and output schemas', async () => {
+test('tools/list: the 17 tools (9 + 8 memory), each described, with valid input and output schemas', async () => {
   const { tools } = await s.client.listTools();
   assert.deepEqual(tools.map((t) => t.name).sort(), TOOL_NAMES);
   const ajv = new Ajv({ strict: true, allErrors: true });

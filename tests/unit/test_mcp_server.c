@@ -10,6 +10,8 @@
 
 #include "../../src/mcp/mcp_internal.h"
 
+#include "elpis/memory.h"
+
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +56,8 @@ static void *serve_main(void *arg) {
     return NULL;
 }
 
-static harness *h_start(bool model, int parallel) {
+/* store: when not NULL, the memory tools are added (before serving). */
+static harness *h_start_with(bool model, int parallel, elpis_memory_store *store) {
     harness *h = calloc(1, sizeof *h);
     elpis_error err = { 0 };
     assert_non_null(h);
@@ -73,11 +76,14 @@ static harness *h_start(bool model, int parallel) {
     elpis_mcp_config_default(&cfg);
     cfg.progress_interval_ms = 0;
     if (elpis_mcp_new(&h->m, &cfg, h->sched, h->emo, &err) != ELPIS_OK) fail_msg("mcp: %s", err.msg);
+    if (store && elpis_mcp_set_memory(h->m, store, &err) != ELPIS_OK) fail_msg("memory tools: %s", err.msg);
     assert_int_equal(pipe(h->in), 0);
     assert_int_equal(pipe(h->out), 0);
     assert_int_equal(pthread_create(&h->thread, NULL, serve_main, h), 0);
     return h;
 }
+
+static harness *h_start(bool model, int parallel) { return h_start_with(model, parallel, NULL); }
 
 /* End of input; the server must return OK and free everything. */
 static void h_stop(harness *h) {
@@ -283,10 +289,68 @@ static void test_streams_and_eof_in_flight(void **state) {
     h_stop(h);   /* EOF with three streams and two calls running: all cancelled, all freed (LSan) */
 }
 
+/* The memory tools (issue 7) through tools/list and tools/call, on a store
+ * without an embedder (keywords only). Without a store they do not exist. */
+static void test_memory_tools(void **state) {
+    (void)state;
+    elpis_error err = { 0 };
+    harness *h = h_start(false, 1);
+    h_init(h);
+    json_t *r = h_call(h, 1, "tools/call", "{\"name\":\"store_memory\",\"arguments\":{\"content\":\"x\"}}");
+    assert_int_equal(error_code(r), MCP_INVALID_PARAMS);   /* no store: unknown tool */
+    json_decref(r);
+    h_stop(h);
+
+    elpis_db *db = NULL;
+    elpis_memory_store *store = NULL;
+    if (elpis_db_open_file(&db, ":memory:", &err) != ELPIS_OK || elpis_memory_store_open(&store, db, NULL, NULL, &err) != ELPIS_OK)
+        fail_msg("store: %s", err.msg);
+    h = h_start_with(false, 1, store);
+    h_init(h);
+    r = h_call(h, 2, "tools/list", NULL);
+    const json_t *tools = json_object_get(result(r), "tools");
+    assert_int_equal(json_array_size(tools), 17);
+    for (size_t i = 9; i < 17; i++) {
+        const json_t *t = json_array_get(tools, i);
+        assert_true(elpis_memory_is_tool(json_string_value(json_object_get(t, "name"))));
+        assert_non_null(json_object_get(json_object_get(t, "outputSchema"), "properties"));
+    }
+    json_decref(r);
+    r = h_call(h, 3, "tools/call", "{\"name\":\"store_memory\",\"arguments\":{\"content\":\"The cat sat on the mat\",\"tags\":[\"user\"]}}");
+    char id[64];
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(structured(r), "id")));
+    assert_int_equal(strlen(id), ELPIS_MEMORY_ID_LEN);
+    assert_string_equal(json_string_value(json_object_get(structured(r), "status")), "stored");
+    json_decref(r);
+    r = h_call(h, 4, "tools/call", "{\"name\":\"store_memory\",\"arguments\":{}}");   /* schema: content required */
+    assert_true(json_is_true(json_object_get(result(r), "isError")));
+    json_decref(r);
+    r = h_call(h, 5, "tools/call", "{\"name\":\"search_memories\",\"arguments\":{\"query\":\"cat\"}}");
+    const json_t *hits = json_object_get(structured(r), "results");
+    assert_int_equal(json_array_size(hits), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(hits, 0), "id")), id);
+    json_decref(r);
+    r = h_call(h, 6, "tools/call", "{\"name\":\"get_memory_stats\"}");
+    assert_int_equal(json_integer_value(json_object_get(structured(r), "total_memories")), 1);
+    json_decref(r);
+    char params[256];
+    snprintf(params, sizeof params, "{\"name\":\"delete_memory\",\"arguments\":{\"memory_id\":\"%s\"}}", id);
+    r = h_call(h, 7, "tools/call", params);
+    assert_true(json_is_true(json_object_get(structured(r), "deleted")));
+    json_decref(r);
+    r = h_call(h, 8, "tools/call", params);
+    assert_true(json_is_false(json_object_get(structured(r), "deleted")));
+    json_decref(r);
+    h_stop(h);
+    elpis_memory_store_close(store);
+    elpis_db_close(db);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_protocol_without_model),
         cmocka_unit_test(test_stop_without_eof),
+        cmocka_unit_test(test_memory_tools),
         cmocka_unit_test(test_generate_and_progress),
         cmocka_unit_test(test_cancel_sends_nothing),
         cmocka_unit_test(test_streams_and_eof_in_flight),

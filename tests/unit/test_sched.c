@@ -53,6 +53,7 @@ typedef struct req_opts {
     const char *session;
     bool ignore_eos;
     int repeat_prompt;  /* make a long prompt by repeating it */
+    const float *steering;
 } req_opts;
 
 static elpis_request *make_req(elpis_sched *s, req_opts o) {
@@ -61,7 +62,8 @@ static elpis_request *make_req(elpis_sched *s, req_opts o) {
     for (int i = 0; i < (o.repeat_prompt ? o.repeat_prompt : 1); i++)
         assert_int_equal(elpis_tokenize(g_model->vocab, o.prompt, strlen(o.prompt), i == 0, false, &t, &err), ELPIS_OK);
     elpis_req_params p = { .prompt = t.ids, .n_prompt = t.n, .sampling = elpis_sampler_defaults(),
-                           .max_tokens = o.max_tokens, .session = o.session, .ignore_eos = o.ignore_eos };
+                           .max_tokens = o.max_tokens, .session = o.session, .ignore_eos = o.ignore_eos,
+                           .steering = o.steering };
     p.sampling.temperature = 0;
     const char *stops[1] = { o.stop };
     if (o.stop) { p.stop = stops; p.n_stop = 1; }
@@ -257,6 +259,42 @@ static void test_prefix_reuse(void **state) {
     elpis_sched_free(s);
 }
 
+/* Cached cells were computed under some steering vector: only a request
+ * with the same vector may reuse them, or a steered stream would not match
+ * its own single-stream output (issue 6). */
+static void test_prefix_reuse_keyed_on_steering(void **state) {
+    (void)state;
+    elpis_sched *s = new_sched(1, 2, NULL);
+    size_t n = (size_t)g_model->hp.n_layer * (size_t)g_model->hp.n_embd;
+    float *steer = calloc(n, sizeof *steer);
+    assert_non_null(steer);
+    for (size_t i = (size_t)g_model->hp.n_embd; i < n; i++) steer[i] = (i % 3 == 0) ? 2.0f : -1.0f;
+    req_opts plain = { .prompt = "Once upon a time, there was a little girl named Lily.", .max_tokens = 24, .session = "s" };
+    req_opts steered = plain;
+    steered.steering = steer;
+    elpis_req_status st;
+    char *text[4];
+    int32_t cached[4];
+    req_opts order[4] = { steered, plain, steered, steered };
+    for (int i = 0; i < 4; i++) {
+        elpis_request *r = submit(s, order[i]);
+        text[i] = drain_text(r, &st);
+        cached[i] = st.n_cached;
+        elpis_request_unref(r);
+    }
+    assert_int_equal(cached[0], 0);
+    assert_int_equal(cached[1], 0);                  /* the cells were steered, this request is not */
+    assert_int_equal(cached[2], 0);                  /* and now they are not steered */
+    assert_int_equal(cached[3], st.n_prompt - 1);    /* same vector: reused */
+    assert_string_not_equal(text[0], text[1]);       /* the vector does change the output */
+    assert_string_equal(text[0], text[2]);
+    assert_string_equal(text[0], text[3]);
+    for (int i = 0; i < 4; i++) free(text[i]);
+    free(steer);
+    expect_idle(s);
+    elpis_sched_free(s);
+}
+
 static void test_stop_string_and_length(void **state) {
     (void)state;
     elpis_sched *s = new_sched(1, 1, NULL);
@@ -379,6 +417,7 @@ int main(void) {
         cmocka_unit_test(test_cancel_during_prefill),
         cmocka_unit_test(test_admission_control),
         cmocka_unit_test(test_prefix_reuse),
+        cmocka_unit_test(test_prefix_reuse_keyed_on_steering),
         cmocka_unit_test(test_stop_string_and_length),
         cmocka_unit_test(test_backpressure_and_stall),
         cmocka_unit_test(test_drain_and_shutdown),
