@@ -7,7 +7,7 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 20
 CMAKE_Q  = cmake -S . -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -Wno-dev
 
-.PHONY: all build deps run test test-release test-asan test-tsan fuzz clean
+.PHONY: all build deps run demo test test-release test-asan test-tsan fuzz clean
 
 all: build
 
@@ -18,7 +18,11 @@ build:
 	@$(CMAKE_Q) -B build >/dev/null
 	@cmake --build build -j $(JOBS)
 
+# The main job: serve the default model (Ctrl+C stops it; it drains first).
 run: deps build
+	./build/elpis serve -m "$(MODEL)" --ctx 2048 --data-dir "$(CURDIR)/data" --log-file "$(CURDIR)/logs/system.log"
+
+demo: deps build
 	./build/elpis run -m "$(MODEL)" -p "Once upon a time" -n 200 --temp 0
 
 test: deps
