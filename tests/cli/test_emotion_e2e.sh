@@ -45,7 +45,17 @@ stop_server() {
 }
 kill9_server() { kill -KILL "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=""; }
 
-post() { curl -s -H 'Content-Type: application/json' "$URL$1" -d "$2"; }
+# An empty reply means the connection failed: say whether the server is alive and
+# what it printed, so a failure explains itself (one was seen once under load).
+post() {
+  local out
+  out=$(curl -s -H 'Content-Type: application/json' "$URL$1" -d "$2")
+  if [ -z "$out" ]; then
+    echo "diag: empty reply to POST $1; server $(kill -0 "$SRV_PID" 2>/dev/null && echo alive || echo DEAD);" \
+         "stderr: $(tail -5 "${LOG%.log}.err" 2>/dev/null); log: $(tail -3 "$LOG" 2>/dev/null)" >&2
+  fi
+  printf '%s' "$out"
+}
 event() { post /v1/psyche/emotion "{\"event_type\":\"$1\",\"intensity\":$2}"; }
 # jget JSON EXPR: a field of a JSON text (EXPR like .elpis.temperature), strings bare
 jget() { node -e 'const d=JSON.parse(process.argv[1]); const v=eval("d"+process.argv[2]);
