@@ -4,7 +4,8 @@
 #   1. a stream and 2. a non-stream completion through the front
 #   3. a client that hangs up mid-stream: the BACK server logs
 #      client_disconnect for its stream (the front closed the transfer)
-#   4. same-session supersede through the front
+#   4. same-session supersede through the front; the plan's scenarios 4 (five
+#      requests 50 ms apart) and 5 (a cancel in one session leaves another alone)
 #   5. a mid-stream kill of the back server: error event + [DONE], the front
 #      stays healthy, and a back server restarted on the same port serves again
 #   6. no upstream listening: 502 (stream and non-stream)
@@ -122,6 +123,30 @@ if ends_with_done "$TMP/s4a"; then ok "supersede: first ends with [DONE]"; else 
 assert_eq "supersede: second 200" 200 "$(status_of "$TMP/h4b")"
 if has_data "$TMP/s4b" && ends_with_done "$TMP/s4b"; then ok "supersede: second completes"; else bad "supersede: second completes" "$(head -c 300 "$TMP/s4b")"; fi
 if wait_for count_gt "$BLOG" "reason=client_disconnect" "$before"; then ok "supersede: back stream cancelled"; else bad "supersede: back stream cancelled"; fi
+
+# ---- the streaming plan's scenario 4 through the front: five requests 50 ms apart all complete ----
+pids=()
+for i in 1 2 3 4 5; do
+  bgpost "$TMP/hp4$i" "{$MSG,\"max_tokens\":30,\"stream\":true}" >"$TMP/sp4$i" &
+  pids+=($!); sleep 0.05
+done
+wait "${pids[@]}"
+n=0; for i in 1 2 3 4 5; do has_data "$TMP/sp4$i" && ends_with_done "$TMP/sp4$i" && ! grep -q '"error"' "$TMP/sp4$i" && n=$((n + 1)); done
+assert_eq "plan 4: five requests 50 ms apart all complete" 5 "$n"
+
+# ---- scenario 5: a cancel inside session 1 does not disturb session 2 --------------------------------
+bgpost "$TMP/hp5x" "{$MSG,\"max_tokens\":1500,\"ignore_eos\":true,\"stream\":true}" -H 'X-Session-Id: p5-two' >"$TMP/sp5x" &
+X=$!
+bgpost "$TMP/hp5a" "{$MSG,$LONG}" -H 'X-Session-Id: p5-one' >"$TMP/sp5a" &
+Y=$!
+wait_for has_data "$TMP/sp5a" || bad "plan 5: session 1 stream started"
+post "$TMP/hp5b" "{$MSG,\"max_tokens\":20,\"stream\":true}" -H 'X-Session-Id: p5-one' >"$TMP/sp5b"
+wait "$Y" "$X"
+assert_contains "plan 5: session 1's first stream is superseded" "$(cat "$TMP/sp5a")" '"code":"superseded"'
+if has_data "$TMP/sp5b" && ends_with_done "$TMP/sp5b"; then ok "plan 5: session 1's new stream completes"; else bad "plan 5: session 1's new stream completes"; fi
+if grep -q '"finish_reason":"length"' "$TMP/sp5x" && ends_with_done "$TMP/sp5x" && ! grep -q '"error"' "$TMP/sp5x"; then
+  ok "plan 5: session 2 runs to its end undisturbed"
+else bad "plan 5: session 2 runs to its end undisturbed" "$(tail -c 300 "$TMP/sp5x")"; fi
 
 # ---- 5. the back server dies mid-stream ------------------------------------------------------------
 bgpost "$TMP/h5" "{$MSG,$LONG}" >"$TMP/s5" &
