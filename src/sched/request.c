@@ -93,7 +93,6 @@ elpis_request *elpis_request_new(const elpis_sched *s, const elpis_req_params *p
     r->status.state = ELPIS_REQ_QUEUED;
     r->status.n_prompt = (int32_t)p->n_prompt;
     r->out_cap = s->p.out_capacity;
-    r->hold_cap = 0;
     if (copy_params(r, s, p, err) != ELPIS_OK) goto fail;
     r->hold_cap = r->max_stop_len + elpis_detok_cap(s->m->vocab) + 8;
     if (!(r->out = malloc(r->out_cap)) || !(r->hold = malloc(r->hold_cap))) { elpis_fail(err, ELPIS_ENOMEM, "request buffers"); goto fail; }
