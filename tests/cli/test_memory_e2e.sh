@@ -143,7 +143,9 @@ t0=$(date +%s%N)
 stop_server
 assert_eq "consolidation timer: clean SIGTERM exit" 0 "$STOP_RC"
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-if [ "$ms" -lt 3000 ]; then ok "the worker stops promptly (${ms} ms)"; else bad "the worker stops promptly" "${ms} ms"; fi
+# a hang check, not a speed goal: sanitizer builds on a loaded machine are ~10x slower
+STOP_MS=$([ -n "${ASAN_OPTIONS-}${TSAN_OPTIONS-}" ] && echo 30000 || echo 3000)
+if [ "$ms" -lt "$STOP_MS" ]; then ok "the worker stops promptly (${ms} ms)"; else bad "the worker stops promptly" "${ms} ms (limit $STOP_MS)"; fi
 
 # ---- 3. durability: kill -9 at a random moment, every acknowledged store is there ---------------------------
 # store_loop ROUND: stores until the server is gone; an id is recorded only once its 201 arrived.

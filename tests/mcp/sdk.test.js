@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Ajv from 'ajv';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
-import { startClient, call, callError, user, sleep, TOOL_NAMES } from './lib.js';
+import { startClient, call, callError, user, sleep, TOOL_NAMES, SLOW } from './lib.js';
 
 let s;   // one server for the tests that do not need special flags
 before(async () => { s = await startClient(); });
@@ -192,7 +192,7 @@ test('abort: notifications/cancelled stops the generation, frees the slot, and n
     const t0 = Date.now();
     const g = await call(t.client, 'generate', { messages: user('Tom'), max_tokens: 8, temperature: 0 });
     assert.ok(g.content.length > 0);
-    assert.ok(Date.now() - t0 < 5000);
+    assert.ok(Date.now() - t0 < 5000 * SLOW, `the next generate took ${Date.now() - t0} ms`);
     // no response arrived for the cancelled id (a progress notification already in flight when the
     // cancel was sent is a race the spec allows; the SDK reports it as an unknown progress token)
     assert.deepEqual(t.errors.map(String).filter((e) => !/progress notification for an unknown token/.test(e)), []);
