@@ -36,12 +36,15 @@ typedef struct elpis_hparams {
     elpis_rope_type rope_type;
 } elpis_hparams;
 
-/* A 2-D weight stored row-major as W[n_out][n_in] (GGUF shape {n_in, n_out}). */
+/* A 2-D weight stored row-major as W[n_out][n_in] (GGUF shape {n_in, n_out}),
+ * or, when `packed`, as n_out/8 groups of 8 rows (quant.h, "packed weights";
+ * group g at data + g*8*row_bytes). */
 typedef struct elpis_weight {
     const void *data;
     elpis_dtype type;
     int64_t n_in, n_out;
     size_t row_bytes;
+    bool packed;
 } elpis_weight;
 
 typedef struct elpis_layer {

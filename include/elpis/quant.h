@@ -26,6 +26,7 @@ typedef enum elpis_dtype {
     ELPIS_Q5_0 = 6, ELPIS_Q5_1 = 7, ELPIS_Q8_0 = 8, ELPIS_Q8_1 = 9,
     ELPIS_Q2_K = 10, ELPIS_Q3_K = 11, ELPIS_Q4_K = 12, ELPIS_Q5_K = 13,
     ELPIS_Q6_K = 14, ELPIS_Q8_K = 15, ELPIS_BF16 = 30,
+    ELPIS_Q8_S = 39,   /* internal activation type for packed weights; never in a file */
     ELPIS_DTYPE_MAX = 40
 } elpis_dtype;
 
@@ -58,12 +59,19 @@ void elpis_quantize_row(elpis_dtype t, const float *src, void *dst, int64_t n);
 typedef void (*elpis_vec_dot_fn)(int64_t n, float *s, size_t bs, const void *w,
                                  const void *x, size_t bx, int nrc);
 typedef void (*elpis_quantize_fn)(const float *src, void *dst, int64_t n);
+/* gemm8: the 8 rows of one packed group (see "packed weights" below) against
+ * nrc Q8_S activation rows: s[c*bs + r] for r in 0..7, c < nrc. Batch
+ * invariant like vec_dot: each column's bits do not depend on nrc. */
+typedef void (*elpis_gemm8_fn)(int64_t n, float *s, size_t bs, const void *group,
+                               const void *x, size_t bx, int nrc);
 
 typedef struct elpis_kernels {
     const char *name;                                 /* "portable", "avx2", "avx512" */
     elpis_vec_dot_fn  vec_dot[ELPIS_DTYPE_MAX];       /* indexed by weight type */
     elpis_quantize_fn quantize[ELPIS_DTYPE_MAX];      /* indexed by activation type */
+    elpis_gemm8_fn    gemm8[ELPIS_DTYPE_MAX];         /* packed weights; set for every packable type */
     int max_nrc;                                      /* largest nrc worth passing */
+    bool pack8;                                       /* models loaded for this path pack their weights */
 } elpis_kernels;
 
 /* Pick kernels once (CPUID + ELPIS_KERNELS). Thread-safe, idempotent. */
@@ -115,12 +123,44 @@ static inline void elpis_k4_scales_packed(const uint8_t q[12], uint64_t *sc, uin
     *mn = (uint64_t)(u1 & k1) | (uint64_t)(((u2 >> 4) & k2) | ((u1 >> 6) & k3) << 4) << 32;
 }
 
+/* ---- packed weights (pack.c) ------------------------------------------------
+ * Why: a row-at-a-time dot product ends in a horizontal sum per output and
+ * re-derives the weight bytes' signs per activation column. For batched
+ * matmuls (prefill, many streams) the AVX-512 path instead packs Q8_0 and
+ * Q4_0 weights at load time: 8 consecutive rows, block by block,
+ * interleaved so that one 32-byte load holds weights 4k..4k+3 of each of the
+ * 8 rows. vpdpbusd of that against the 4 activation bytes 4k..4k+3 broadcast
+ * gives 8 rows' partial sums in 8 lanes: no horizontal sums, no sign tricks.
+ * Weights are stored unsigned: w + 128 for Q8_0, the raw nibble (w + 8) for
+ * Q4_0; the offset times the activation block's sum (Q8_S carries it) is
+ * subtracted in integers, so every block sum is exact before scaling.
+ *
+ * Layout of block b of a group (rows r = 0..7, element e of the block):
+ *   Q8_0x8: d[r] = row r's scale; qs[(e/4)*32 + r*4 + e%4] = w + 128
+ *   Q4_0x8: d[r]; chunk m = e/8 (32 bytes), byte r*4 + e%4, low nibble when
+ *           (e/4) is even, high nibble otherwise; the raw Q4_0 nibble.
+ * A group is exactly as large as its 8 source rows. */
+typedef struct { float d; int32_t s; int8_t qs[32]; } elpis_block_q8_s;   /* d: Q8_0's f16 scale, widened; s = sum(qs) */
+typedef struct { uint16_t d[8]; uint8_t qs[256]; } elpis_block_q8_0x8;
+typedef struct { uint16_t d[8]; uint8_t qs[128]; } elpis_block_q4_0x8;
+
+/* Can weights of type t be packed (Q8_0, Q4_0)? */
+bool elpis_pack8_supported(elpis_dtype t);
+/* Pack 8 rows of n elements (row r at rows + r*row_bytes) into dst
+ * (8*row_bytes bytes, not overlapping the source). */
+void elpis_pack8(elpis_dtype t, const void *rows, size_t row_bytes, int64_t n, void *dst);
+/* Row r (0..7) of a packed group as floats: the exact path and the tests. */
+void elpis_unpack8_row(elpis_dtype t, const void *group, int64_t n, int r, float *dst);
+
 /* ---- internal to src/engine/quant*.c ---------------------------------------
  * quant.c fills a table with the portable kernels, then lets a SIMD file
  * overwrite the entries it implements, so no entry is ever NULL. Each returns
  * false (touching nothing) when built for a non-x86-64 target. The caller
  * has already checked CPUID. */
 bool elpis_quant__fill_avx2(elpis_kernels *k);
+/* pack.c: the reference gemm8 kernels and the portable Q8_S quantizer. */
+void elpis_quant__fill_pack_portable(elpis_kernels *k);
+void elpis_quant__quantize_q8_s(const float *src, void *dst, int64_t n);
 bool elpis_quant__fill_avx512(elpis_kernels *k);
 
 #endif

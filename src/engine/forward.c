@@ -152,12 +152,30 @@ static void mm_fast_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     }
 }
 
+/* Packed weights: items are groups of 8 rows; one gemm8 call per group
+ * covers every activation row (the kernel tiles the columns itself). */
+static void mm_packed_groups(void *arg, int64_t g0, int64_t g1, int tid) {
+    (void)tid;
+    mm_job *j = arg;
+    const elpis_weight *w = j->w;
+    elpis_gemm8_fn gemm = j->c->kern->gemm8[w->type];
+    for (int64_t g = g0; g < g1; g++)
+        gemm(w->n_in, j->y + g * 8, (size_t)w->n_out, (const char *)w->data + g * 8 * w->row_bytes,
+             j->c->act_q, j->a->stride, j->a->B);
+}
+
+/* Row r of w as floats (either layout). */
+static void weight_row(const elpis_weight *w, int64_t r, float *out) {
+    if (w->packed) elpis_unpack8_row(w->type, (const char *)w->data + (r / 8) * 8 * w->row_bytes, w->n_in, (int)(r % 8), out);
+    else elpis_dequantize_row(w->type, (const char *)w->data + r * w->row_bytes, out, w->n_in);
+}
+
 static void mm_exact_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     mm_job *j = arg;
     const elpis_weight *w = j->w;
     float *deq = j->c->deq_rows + (size_t)tid * j->c->max_in;
     for (int64_t r = r0; r < r1; r++) {
-        elpis_dequantize_row(w->type, (const char *)w->data + r * w->row_bytes, deq, w->n_in);
+        weight_row(w, r, deq);
         for (int b = 0; b < j->a->B; b++) {
             const float *x = j->a->x + (int64_t)b * w->n_in;
             double s = 0;
@@ -171,6 +189,9 @@ static void matmul(elpis_ctx *c, const elpis_weight *w, act *a, float *y, const 
     mm_job j = { c, w, a, y, bias };
     if (c->p.exact) {
         elpis_pool_for(c->pool, w->n_out, mm_exact_rows, &j);
+    } else if (w->packed) {
+        act_prepare(c, a, ELPIS_Q8_S);
+        elpis_pool_for(c->pool, w->n_out / 8, mm_packed_groups, &j);
     } else {
         act_prepare(c, a, elpis_type_info_of(w->type)->vec_dot_type);
         elpis_pool_for(c->pool, w->n_out, mm_fast_rows, &j);

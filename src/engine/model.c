@@ -12,12 +12,25 @@
  * Large weights stay in the read-only mapping. Small vectors (norm weights,
  * biases, rope factors) are converted to F32 once, into the model's arena, so
  * the forward pass reads them as plain floats whatever their stored type.
+ *
+ * Packing: when the chosen kernel path asks for it (elpis_kernels.pack8),
+ * the matmul weights whose type has a packed layout (quant.h, "packed
+ * weights") are copied into 8-row groups in one anonymous mapping, tensor by
+ * tensor, and the source pages are released right after each tensor
+ * (MADV_DONTNEED on a private file mapping: a later read faults the file's
+ * bytes back in), so the resident set stays about one model large. The
+ * token embedding is never packed (rows are looked up one at a time), nor
+ * an output matrix tied to it. If the mapping cannot be had, the model runs
+ * unpacked (slower prefill, same results within the oracle's tolerance).
+ * ELPIS_PACK=0 in the environment turns packing off (A/B benchmarks).
  */
 #include "elpis/model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct loader {
     elpis_model *m;
@@ -31,6 +44,8 @@ typedef struct loader {
 typedef struct model_box {
     elpis_model m;
     elpis_arena arena;
+    void *packed;          /* anonymous mapping of the packed weights, or NULL */
+    size_t packed_bytes;
 } model_box;
 
 const char *elpis_arch_name(elpis_arch a) {
@@ -266,6 +281,63 @@ static elpis_status load_strings(loader *L) {
     return ELPIS_OK;
 }
 
+/* ---- packing ------------------------------------------------------------------- */
+
+static bool packable(const elpis_model *m, const elpis_weight *w) {
+    return elpis_pack8_supported(w->type) && w->n_out % 8 == 0 && w->data && w->data != m->tok_embd.data;
+}
+
+/* Every matmul weight, for packing: n_layer * 7 + the output. */
+static int matmul_weights(elpis_model *m, elpis_weight **ws, int cap) {
+    int n = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        elpis_layer *l = &m->layers[il];
+        elpis_weight *lw[] = { &l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down };
+        for (size_t i = 0; i < sizeof lw / sizeof lw[0] && n < cap; i++) ws[n++] = lw[i];
+    }
+    if (n < cap) ws[n++] = &m->output;
+    return n;
+}
+
+/* Drop the pages wholly inside [p, p+n) from the resident set. */
+static void release_pages(const void *p, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + n) & ~(page - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+static void pack_weights(model_box *box) {
+    elpis_model *m = &box->m;
+    const int cap = m->hp.n_layer * 7 + 1;
+    elpis_weight **ws = malloc((size_t)cap * sizeof *ws);
+    if (!ws) return;
+    const int n = matmul_weights(m, ws, cap);
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (packable(m, ws[i])) total += (size_t)ws[i]->n_out * ws[i]->row_bytes;
+    void *mem = total ? mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (mem == MAP_FAILED) {
+        if (total) elpis_log(ELPIS_LOG_WARN, "packing weights: no memory for %zu bytes; running unpacked", total);
+        free(ws);
+        return;
+    }
+    char *dst = mem;
+    for (int i = 0; i < n; i++) {
+        elpis_weight *w = ws[i];
+        if (!packable(m, w)) continue;
+        const size_t group = 8 * w->row_bytes;
+        for (int64_t g = 0; g < w->n_out / 8; g++)
+            elpis_pack8(w->type, (const char *)w->data + g * group, w->row_bytes, w->n_in, dst + g * group);
+        release_pages(w->data, (size_t)w->n_out * w->row_bytes);
+        w->data = dst;
+        w->packed = true;
+        dst += (size_t)w->n_out * w->row_bytes;
+    }
+    box->packed = mem;
+    box->packed_bytes = total;
+    free(ws);
+}
+
 elpis_status elpis_model_load(elpis_model **out, const char *path, elpis_error *err) {
     elpis_status st;
     model_box *box = calloc(1, sizeof *box);
@@ -278,6 +350,8 @@ elpis_status elpis_model_load(elpis_model **out, const char *path, elpis_error *
         (st = load_strings(&L)) || (st = elpis_vocab_load(&box->m.vocab, L.g, err)))
         goto fail;
     box->arena = L.arena;
+    const char *pack = getenv("ELPIS_PACK");
+    if (elpis_kernels_get()->pack8 && !(pack && !strcmp(pack, "0"))) pack_weights(box);
     *out = &box->m;
     return ELPIS_OK;
 fail:
@@ -294,5 +368,6 @@ void elpis_model_free(elpis_model *m) {
     free(m->name);
     free(m->chat_template);
     elpis_arena_free(&box->arena);
+    if (box->packed) munmap(box->packed, box->packed_bytes);
     free(box);
 }

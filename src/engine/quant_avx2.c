@@ -489,6 +489,20 @@ static AVX2 void quantize_q8_0(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / ELPIS_QK; i++) y[i].d = elpis_f32_to_f16(q8_block(src + i * ELPIS_QK, y[i].qs));
 }
 
+/* Q8_S (pack.c): Q8_0's block, the scale widened, plus the exact sum. */
+static AVX2 void quantize_q8_s(const float *src, void *dst, int64_t n) {
+    elpis_block_q8_s *y = dst;
+    for (int64_t i = 0; i < n / ELPIS_QK; i++) {
+        y[i].d = elpis_f16_to_f32(elpis_f32_to_f16(q8_block(src + i * ELPIS_QK, y[i].qs)));
+        const __m256i q = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);   /* pairs: |sum| <= 254 */
+        const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
+        const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+        const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        y[i].s = _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xB1)));
+    }
+}
+
 static AVX2 void quantize_q8_1(const float *src, void *dst, int64_t n) {
     elpis_block_q8_1 *y = dst;
     for (int64_t i = 0; i < n / ELPIS_QK; i++) {
@@ -572,6 +586,7 @@ bool elpis_quant__fill_avx2(elpis_kernels *k) {
     k->vec_dot[ELPIS_BF16] = vec_dot_bf16;
     k->vec_dot[ELPIS_F32]  = vec_dot_f32;
     k->quantize[ELPIS_Q8_0] = quantize_q8_0;
+    k->quantize[ELPIS_Q8_S] = quantize_q8_s;
     k->quantize[ELPIS_Q8_1] = quantize_q8_1;
     k->quantize[ELPIS_Q8_K] = quantize_q8_K;
     k->quantize[ELPIS_F16]  = quantize_f16;

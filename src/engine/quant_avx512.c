@@ -197,12 +197,15 @@ AVX512_INLINE void x_cols(int64_t nb, float *s, size_t bs, const void *w, const 
     }
 }
 
-#define X_VEC_DOT(name)                                                                  \
-    static AVX512 void vec_dot_##name(int64_t n, float *s, size_t bs, const void *w,     \
-                                      const void *vx, size_t bx, int nrc) {              \
+/* A kernel entry point: columns in tiles of 4 through CALL(nc). vec_dot and
+ * gemm8 share the signature (w: one row, or one packed group). */
+#define X_KERNEL(fname, CALL)                                                            \
+    static AVX512 void fname(int64_t n, float *s, size_t bs, const void *w,              \
+                             const void *vx, size_t bx, int nrc) {                       \
         const char *x = vx;                                                              \
-        DISPATCH_NC(CALL_##name);                                                        \
+        DISPATCH_NC(CALL);                                                               \
     }
+#define X_VEC_DOT(name) X_KERNEL(vec_dot_##name, CALL_##name)
 #define CALL_q8_0(nc) x_cols(n / ELPIS_QK, s, bs, w, x, bx, nc, K_Q8_0)
 #define CALL_q4_0(nc) x_cols(n / ELPIS_QK, s, bs, w, x, bx, nc, K_Q4_0)
 #define CALL_q5_0(nc) x_cols(n / ELPIS_QK, s, bs, w, x, bx, nc, K_Q5_0)
@@ -368,6 +371,69 @@ static AVX512 void vec_dot_q6_K(int64_t n, float *s, size_t bs, const void *w, c
 #undef CALL
 }
 
+/* ==== Packed 8-row groups: Q8_0x8, Q4_0x8 against Q8_S ======================== */
+/* pack.c has the layout and the reference these match bit for bit. Per
+ * block: the 8 weight registers (w[k] = elements 4k..4k+3 of rows 0..7) are
+ * loaded once and used for every column of the tile; per column, 8 vpdpbusd
+ * against 4 broadcast activation bytes give the 8 rows' block sums in 8
+ * lanes. The sum starts at -offset*s (exact integers, any order). Two chains
+ * per column (even / odd k) keep 8 vpdpbusd in flight at nc = 4: one chain
+ * of 8 would wait on its latency. */
+
+AVX512_INLINE __m256i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+AVX512_INLINE void p8_weights(const void *g, int64_t b, const int kind, __m256i w[8]) {
+    if (kind == K_Q8_0) {
+        const elpis_block_q8_0x8 *p = (const elpis_block_q8_0x8 *)g + b;
+        UNROLL for (int k = 0; k < 8; k++) w[k] = load256(p->qs + 32 * k);
+        return;
+    }
+    const elpis_block_q4_0x8 *p = (const elpis_block_q4_0x8 *)g + b;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    UNROLL for (int m = 0; m < 4; m++) {
+        const __m256i v = load256(p->qs + 32 * m);
+        w[2 * m] = _mm256_and_si256(v, m4);
+        w[2 * m + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+}
+
+AVX512_INLINE __m256 p8_scales(const void *g, int64_t b, const int kind) {
+    const uint16_t *d = kind == K_Q8_0 ? ((const elpis_block_q8_0x8 *)g)[b].d : ((const elpis_block_q4_0x8 *)g)[b].d;
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+}
+
+AVX512_INLINE void p8_cols(int64_t nb, float *s, size_t bs, const void *g, const char *x, size_t bx,
+                           const int nc, const int kind) {
+    const int shift = kind == K_Q8_0 ? 7 : 3;   /* offset 128 or 8 */
+    __m256 acc[4];
+    UNROLL for (int c = 0; c < nc; c++) acc[c] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i w[8];
+        p8_weights(g, b, kind, w);
+        const __m256 dw = p8_scales(g, b, kind);
+        UNROLL for (int c = 0; c < nc; c++) {
+            const elpis_block_q8_s *y = (const elpis_block_q8_s *)(x + (size_t)c * bx) + b;
+            __m256i e = _mm256_set1_epi32(-(y->s * (1 << shift))), o = _mm256_setzero_si256();
+            UNROLL for (int k = 0; k < 8; k += 2) {
+                e = _mm256_dpbusd_epi32(e, w[k], bcast4(y->qs + 4 * k));
+                o = _mm256_dpbusd_epi32(o, w[k + 1], bcast4(y->qs + 4 * k + 4));
+            }
+            const __m256 isum = _mm256_cvtepi32_ps(_mm256_add_epi32(e, o));
+            acc[c] = _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_set1_ps(y->d)), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < nc; c++) _mm256_storeu_ps(s + (size_t)c * bs, acc[c]);
+}
+
+#define CALL_P8_q8_0(nc) p8_cols(n / ELPIS_QK, s, bs, w, x, bx, nc, K_Q8_0)
+#define CALL_P8_q4_0(nc) p8_cols(n / ELPIS_QK, s, bs, w, x, bx, nc, K_Q4_0)
+X_KERNEL(gemm8_q8_0, CALL_P8_q8_0)
+X_KERNEL(gemm8_q4_0, CALL_P8_q4_0)
+
 /* ==== Table ======================================================================= */
 
 bool elpis_quant__fill_avx512(elpis_kernels *k) {
@@ -381,6 +447,9 @@ bool elpis_quant__fill_avx512(elpis_kernels *k) {
     k->vec_dot[ELPIS_Q4_K] = vec_dot_q4_K;
     k->vec_dot[ELPIS_Q5_K] = vec_dot_q5_K;
     k->vec_dot[ELPIS_Q6_K] = vec_dot_q6_K;
+    k->gemm8[ELPIS_Q8_0] = gemm8_q8_0;
+    k->gemm8[ELPIS_Q4_0] = gemm8_q4_0;
+    k->pack8 = true;
     return true;
 }
 

@@ -156,6 +156,12 @@ static void check_model(void **state) {
     elpis_error err = { 0 };
     run r = { 0 };
     if (elpis_model_load(&r.m, path, &err) != ELPIS_OK) fail_msg("load: %s", err.msg);
+    /* The fast path under test includes packed weights wherever the kernel
+     * path packs (ELPIS_PACK=0 aside): make sure they are really in play. */
+    const elpis_weight *wq = &r.m->layers[0].wq;
+    const char *pack_env = getenv("ELPIS_PACK");
+    const bool want_packed = elpis_kernels_get()->pack8 && elpis_pack8_supported(wq->type) && !(pack_env && !strcmp(pack_env, "0"));
+    if (wq->packed != want_packed) fail_msg("%s: wq packed=%d, expected %d", c->model, wq->packed, want_packed);
     json_t *exact = load_lines(exact_path), *oracle = load_lines(oracle_path);
     assert_int_equal(json_array_size(exact), json_array_size(oracle));
     cmp_stats se = { 0 }, sf = { 0 }, so = { 0 };

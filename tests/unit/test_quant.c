@@ -776,6 +776,157 @@ static void test_vec_dot_extremes(void **state) {
     free(xq);
 }
 
+
+/* ==== Packed 8-row groups (pack.c) ============================================= */
+
+static const elpis_dtype k_packable[] = { ELPIS_Q8_0, ELPIS_Q4_0 };
+
+/* The documented layout, one element checked by hand per type. */
+static void test_pack8_layout(void **state) {
+    (void)state;
+    const int64_t n = 64;
+    elpis_block_q8_0 q8[8][2];
+    memset(q8, 0, sizeof q8);
+    q8[3][1].qs[6] = -5;            /* row 3, block 1, element 6 */
+    q8[5][0].d = F16_TWO;
+    elpis_block_q8_0x8 g8[2];
+    elpis_pack8(ELPIS_Q8_0, q8, sizeof q8[0], n, g8);
+    assert_int_equal(g8[1].qs[(6 / 4) * 32 + 3 * 4 + 6 % 4], 123);   /* -5 + 128 */
+    assert_int_equal(g8[0].qs[0], 128);
+    assert_int_equal(g8[0].d[5], F16_TWO);
+    elpis_block_q4_0 q4[8][2];
+    memset(q4, 0x88, sizeof q4);    /* every nibble 8 (weight 0) */
+    q4[2][0].qs[5] = 0x83;          /* row 2: element 5 = 3, element 21 = 8 */
+    q4[2][0].qs[6] = 0xF8;          /* element 22 = 15 */
+    elpis_block_q4_0x8 g4[2];
+    elpis_pack8(ELPIS_Q4_0, q4, sizeof q4[0], n, g4);
+    /* element e of row r: chunk e/8, byte r*4 + e%4, high nibble when e/4 is odd */
+    assert_int_equal(g4[0].qs[0 * 32 + 2 * 4 + 1] >> 4, 3);     /* element 5 */
+    assert_int_equal(g4[0].qs[0 * 32 + 2 * 4 + 1] & 0x0F, 8);   /* element 1 */
+    assert_int_equal(g4[0].qs[2 * 32 + 2 * 4 + 2] >> 4, 15);    /* element 22 */
+    assert_int_equal(g4[0].qs[2 * 32 + 2 * 4 + 1] >> 4, 8);     /* element 21 */
+}
+
+/* pack then unpack = dequantize, exactly, for random rows (every int8 value
+ * of Q8_0 included, -128 too). */
+static void test_pack8_roundtrip(void **state) {
+    (void)state;
+    const int64_t n = 256 + 32;
+    for (size_t ti = 0; ti < sizeof k_packable / sizeof k_packable[0]; ti++) {
+        const elpis_dtype t = k_packable[ti];
+        const size_t rb = elpis_row_bytes(t, n);
+        uint8_t *rows = xmalloc(8 * rb), *g = xmalloc(8 * rb);
+        float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
+        for (int r = 0; r < 8; r++) rand_weights(t, rows + r * rb, n);
+        elpis_pack8(t, rows, rb, n, g);
+        for (int r = 0; r < 8; r++) {
+            elpis_dequantize_row(t, rows + r * rb, a, n);
+            elpis_unpack8_row(t, g, n, r, b);
+            if (memcmp(a, b, n * sizeof(float)) != 0) fail_msg("%s: row %d differs after packing", elpis_type_info_of(t)->name, r);
+        }
+        free(rows);
+        free(g);
+        free(a);
+        free(b);
+    }
+}
+
+/* Every path's gemm8 gives the portable reference's bits for every column
+ * and every nrc (so it is batch invariant), and the reference agrees with
+ * the double-precision dot of the dequantized rows. */
+static void check_gemm8(elpis_dtype t, int64_t n) {
+    enum { MAXC = 11 };
+    const size_t rb = elpis_row_bytes(t, n), bx = elpis_row_bytes(ELPIS_Q8_S, n) + 40;
+    uint8_t *rows = xmalloc(8 * rb), *g = xmalloc(8 * rb), *xs = xmalloc(bx * MAXC);
+    float *x = xmalloc(n * sizeof(float)), *wf = xmalloc(n * sizeof(float));
+    for (int r = 0; r < 8; r++) rand_weights(t, rows + r * rb, n);
+    elpis_pack8(t, rows, rb, n, g);
+    for (int c = 0; c < MAXC; c++) {
+        rand_acts(x, n);
+        elpis_quantize_row(ELPIS_Q8_S, x, xs + (size_t)c * bx, n);
+    }
+    const elpis_kernels *ref = elpis_kernels_by_name("portable");
+    float want[MAXC][8];
+    ref->gemm8[t](n, &want[0][0], 8, g, xs, bx, MAXC);
+    for (int c = 0; c < MAXC; c++) {        /* the reference against double math */
+        const elpis_block_q8_s *xb = (const elpis_block_q8_s *)(xs + (size_t)c * bx);
+        for (int r = 0; r < 8; r++) {
+            elpis_dequantize_row(t, rows + r * rb, wf, n);
+            double d = 0, mag = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const double xv = (double)xb[i / 32].qs[i % 32] * xb[i / 32].d;
+                d += wf[i] * xv;
+                mag += fabs(wf[i] * xv);
+            }
+            if (fabs(d - want[c][r]) > 1e-5 * mag + 1e-30)
+                fail_msg("%s reference gemm8 n=%lld row %d col %d: %.9g vs %.9g", elpis_type_info_of(t)->name, (long long)n, r, c, want[c][r], d);
+        }
+    }
+    for (int p = 0; p < N_PATHS; p++) {
+        const elpis_kernels *k = elpis_kernels_by_name(k_paths[p]);
+        if (!k) continue;
+        assert_non_null(k->gemm8[t]);
+        for (int nrc = 1; nrc <= MAXC; nrc++)
+            for (int c0 = 0; c0 + nrc <= MAXC; c0 += nrc) {
+                float s[MAXC][9];
+                for (int i = 0; i < MAXC * 9; i++) (&s[0][0])[i] = NAN;
+                k->gemm8[t](n, &s[0][0], 9, g, xs + (size_t)c0 * bx, bx, nrc);
+                for (int c = 0; c < nrc; c++) {
+                    if (memcmp(s[c], want[c0 + c], sizeof want[0]) != 0)
+                        fail_msg("%s gemm8 %s n=%lld nrc=%d col %d differs from the reference", k->name,
+                                 elpis_type_info_of(t)->name, (long long)n, nrc, c0 + c);
+                    assert_true(isnan(s[c][8]));   /* nothing written past the 8 rows */
+                }
+            }
+    }
+    free(rows);
+    free(g);
+    free(xs);
+    free(x);
+    free(wf);
+}
+
+static void test_gemm8_paths(void **state) {
+    (void)state;
+    static const int64_t ns[] = { 32, 64, 96, 2048, 5632 };
+    for (size_t ti = 0; ti < sizeof k_packable / sizeof k_packable[0]; ti++)
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) check_gemm8(k_packable[ti], ns[a]);
+}
+
+/* Weights and activations at the ends of their ranges: no int32 step overflows. */
+static void test_gemm8_extremes(void **state) {
+    (void)state;
+    const int64_t n = 5632;
+    const size_t rb = elpis_row_bytes(ELPIS_Q8_0, n), bx = elpis_row_bytes(ELPIS_Q8_S, n);
+    uint8_t *rows = xmalloc(8 * rb), *g = xmalloc(8 * rb), *xs = xmalloc(bx);
+    float *x = xmalloc(n * sizeof(float));
+    for (int r = 0; r < 8; r++) {
+        elpis_block_q8_0 *b = (elpis_block_q8_0 *)(rows + r * rb);
+        for (int64_t i = 0; i < n / 32; i++) {
+            b[i].d = F16_ONE;
+            memset(b[i].qs, r % 2 ? 0x80 : 0x7F, 32);   /* -128 or 127 */
+        }
+    }
+    for (int64_t i = 0; i < n; i++) x[i] = -1.0f;       /* every activation -127 */
+    elpis_quantize_row(ELPIS_Q8_S, x, xs, n);
+    elpis_pack8(ELPIS_Q8_0, rows, rb, n, g);
+    for (int p = 0; p < N_PATHS; p++) {
+        const elpis_kernels *k = elpis_kernels_by_name(k_paths[p]);
+        if (!k) continue;
+        float s[8];
+        k->gemm8[ELPIS_Q8_0](n, s, 8, g, xs, bx, 1);
+        const float d = ((const elpis_block_q8_s *)xs)->d;
+        for (int r = 0; r < 8; r++) {
+            const double want = (double)n * (r % 2 ? -128 : 127) * -127 * d;
+            if (fabs(s[r] - want) > 1e-5 * fabs(want)) fail_msg("%s row %d: %.9g vs %.9g", k->name, r, s[r], want);
+        }
+    }
+    free(rows);
+    free(g);
+    free(xs);
+    free(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_env_forces_path),     /* first: before any table init */
@@ -798,6 +949,10 @@ int main(void) {
         cmocka_unit_test(test_vec_dot_paths_agree),
         cmocka_unit_test(test_vec_dot_nrc_invariance),
         cmocka_unit_test(test_vec_dot_extremes),
+        cmocka_unit_test(test_pack8_layout),
+        cmocka_unit_test(test_pack8_roundtrip),
+        cmocka_unit_test(test_gemm8_paths),
+        cmocka_unit_test(test_gemm8_extremes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

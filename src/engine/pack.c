@@ -1,0 +1,133 @@
+/* pack.c -- 8-row packed weights: layout, packing, unpacking, and the
+ * reference gemm8 kernels (quant.h, "packed weights", has the layout).
+ *
+ * DESIGN
+ * - Packing is a property of the model load (model.c packs when the chosen
+ *   kernel path asks for it, elpis_kernels.pack8); the layout itself is
+ *   ISA-neutral and lives here, with the portable code that defines its
+ *   meaning. quant_avx512.c has the fast gemm8; the tests check it against
+ *   the reference here bit for bit.
+ * - The reference does exactly what the SIMD kernel does, in its order: per
+ *   block an exact integer sum with the offset removed, then
+ *   acc = fma(isum, d_w * d_x, acc) per row. fmaf() is the fused operation
+ *   the SIMD FMA performs, so the two agree to the bit.
+ * - Q8_S (the activation side) is Q8_0's quantization with the scale kept
+ *   as a float (the same f16-rounded value) and the block sum s = sum(qs),
+ *   which the offset correction needs as an exact integer.
+ *
+ * INVARIANTS
+ * - elpis_unpack8_row(pack8(rows), r) == dequantize(row r), exactly.
+ * - Offsets: Q8_0 stores w + 128 (0..255 for every int8), Q4_0 the raw
+ *   nibble (w + 8); |isum| < 2^24, so converting it to float is exact.
+ */
+#include "elpis/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+bool elpis_pack8_supported(elpis_dtype t) { return t == ELPIS_Q8_0 || t == ELPIS_Q4_0; }
+
+/* ---- packing ------------------------------------------------------------------- */
+
+/* Element e of a row lands at byte (e/4)*32 + r*4 + e%4: whole 4-byte
+ * groups move, then the sign bit flips (w + 128 == w ^ 0x80 for int8). */
+static void pack_q8_0(const char *rows, size_t row_bytes, int64_t nb, elpis_block_q8_0x8 *dst) {
+    for (int64_t b = 0; b < nb; b++) {
+        for (int r = 0; r < 8; r++) {
+            const elpis_block_q8_0 *src = (const elpis_block_q8_0 *)(rows + r * row_bytes) + b;
+            dst[b].d[r] = src->d;
+            for (int k = 0; k < 8; k++) memcpy(dst[b].qs + k * 32 + r * 4, src->qs + 4 * k, 4);
+        }
+        for (int i = 0; i < 256; i += 8) {
+            uint64_t v;
+            memcpy(&v, dst[b].qs + i, 8);
+            v ^= 0x8080808080808080ull;
+            memcpy(dst[b].qs + i, &v, 8);
+        }
+    }
+}
+
+/* Q4_0 keeps element j in the low nibble of qs[j] and element j+16 in the
+ * high nibble. Chunk m of the packed block holds elements 8m..8m+3 (low)
+ * and 8m+4..8m+7 (high) of each row. */
+static void pack_q4_0(const char *rows, size_t row_bytes, int64_t nb, elpis_block_q4_0x8 *dst) {
+    for (int64_t b = 0; b < nb; b++)
+        for (int r = 0; r < 8; r++) {
+            const elpis_block_q4_0 *src = (const elpis_block_q4_0 *)(rows + r * row_bytes) + b;
+            dst[b].d[r] = src->d;
+            for (int m = 0; m < 4; m++)
+                for (int j = 0; j < 4; j++) {
+                    const uint8_t lo = src->qs[(8 * m + j) % 16], hi = src->qs[(8 * m + 4 + j) % 16];
+                    dst[b].qs[m * 32 + r * 4 + j] = m < 2 ? (uint8_t)((lo & 0x0F) | (hi & 0x0F) << 4)
+                                                          : (uint8_t)((lo >> 4) | (hi & 0xF0));
+                }
+        }
+}
+
+void elpis_pack8(elpis_dtype t, const void *rows, size_t row_bytes, int64_t n, void *dst) {
+    if (t == ELPIS_Q8_0) pack_q8_0(rows, row_bytes, n / ELPIS_QK, dst);
+    else if (t == ELPIS_Q4_0) pack_q4_0(rows, row_bytes, n / ELPIS_QK, dst);
+}
+
+/* Weight e of row r in a packed block, without its offset. */
+static int q8_0x8_w(const elpis_block_q8_0x8 *b, int r, int e) { return b->qs[(e / 4) * 32 + r * 4 + e % 4] - 128; }
+static int q4_0x8_w(const elpis_block_q4_0x8 *b, int r, int e) {
+    const uint8_t byte = b->qs[(e / 8) * 32 + r * 4 + e % 4];
+    return ((e / 4) % 2 ? byte >> 4 : byte & 0x0F) - 8;
+}
+
+void elpis_unpack8_row(elpis_dtype t, const void *group, int64_t n, int r, float *dst) {
+    for (int64_t b = 0; b < n / ELPIS_QK; b++)
+        for (int e = 0; e < ELPIS_QK; e++) {
+            float *y = dst + b * ELPIS_QK + e;
+            if (t == ELPIS_Q8_0) {
+                const elpis_block_q8_0x8 *g = (const elpis_block_q8_0x8 *)group + b;
+                *y = (float)q8_0x8_w(g, r, e) * elpis_f16_to_f32(g->d[r]);
+            } else if (t == ELPIS_Q4_0) {
+                const elpis_block_q4_0x8 *g = (const elpis_block_q4_0x8 *)group + b;
+                *y = (float)q4_0x8_w(g, r, e) * elpis_f16_to_f32(g->d[r]);
+            }
+        }
+}
+
+/* ---- the reference gemm8 and Q8_S ------------------------------------------------ */
+
+/* One column: the SIMD kernel's operations, in its order. */
+#define REF_GEMM8(name, blk_t, WEIGHT)                                                     \
+    static void gemm8_##name(int64_t n, float *s, size_t bs, const void *group,           \
+                             const void *vx, size_t bx, int nrc) {                         \
+        for (int c = 0; c < nrc; c++) {                                                    \
+            const elpis_block_q8_s *x = (const elpis_block_q8_s *)((const char *)vx + (size_t)c * bx); \
+            float acc[8] = { 0 };                                                          \
+            for (int64_t b = 0; b < n / ELPIS_QK; b++) {                                   \
+                const blk_t *g = (const blk_t *)group + b;                                 \
+                for (int r = 0; r < 8; r++) {                                              \
+                    int32_t isum = 0;                                                      \
+                    for (int e = 0; e < ELPIS_QK; e++) isum += WEIGHT(g, r, e) * x[b].qs[e]; \
+                    acc[r] = fmaf((float)isum, elpis_f16_to_f32(g->d[r]) * x[b].d, acc[r]); \
+                }                                                                          \
+            }                                                                              \
+            memcpy(s + (size_t)c * bs, acc, sizeof acc);                                   \
+        }                                                                                  \
+    }
+REF_GEMM8(q8_0, elpis_block_q8_0x8, q8_0x8_w)
+REF_GEMM8(q4_0, elpis_block_q4_0x8, q4_0x8_w)
+
+void elpis_quant__quantize_q8_s(const float *src, void *dst, int64_t n) {
+    elpis_block_q8_s *y = dst;
+    for (int64_t i = 0; i < n / ELPIS_QK; i++) {
+        elpis_block_q8_0 q;
+        elpis_quantize_row(ELPIS_Q8_0, src + i * ELPIS_QK, &q, ELPIS_QK);
+        int32_t sum = 0;
+        for (int j = 0; j < ELPIS_QK; j++) sum += q.qs[j];
+        y[i].d = elpis_f16_to_f32(q.d);
+        y[i].s = sum;
+        memcpy(y[i].qs, q.qs, sizeof q.qs);
+    }
+}
+
+void elpis_quant__fill_pack_portable(elpis_kernels *k) {
+    k->gemm8[ELPIS_Q8_0] = gemm8_q8_0;
+    k->gemm8[ELPIS_Q4_0] = gemm8_q4_0;
+    k->quantize[ELPIS_Q8_S] = elpis_quant__quantize_q8_s;
+}
