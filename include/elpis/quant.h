@@ -59,10 +59,11 @@ void elpis_quantize_row(elpis_dtype t, const float *src, void *dst, int64_t n);
 typedef void (*elpis_vec_dot_fn)(int64_t n, float *s, size_t bs, const void *w,
                                  const void *x, size_t bx, int nrc);
 typedef void (*elpis_quantize_fn)(const float *src, void *dst, int64_t n);
-/* gemm8: the 8 rows of one packed group (see "packed weights" below) against
- * nrc Q8_S activation rows: s[c*bs + r] for r in 0..7, c < nrc. Batch
- * invariant like vec_dot: each column's bits do not depend on nrc. */
-typedef void (*elpis_gemm8_fn)(int64_t n, float *s, size_t bs, const void *group,
+/* gemm8: ng consecutive packed groups of 8 rows (see "packed weights"
+ * below; group i at groups + i*8*row_bytes) against nrc Q8_S activation
+ * rows: s[c*bs + 8*i + r] for i < ng, r in 0..7, c < nrc. Batch invariant
+ * like vec_dot: each output's bits depend on neither nrc nor ng. */
+typedef void (*elpis_gemm8_fn)(int64_t n, float *s, size_t bs, const void *groups, int64_t ng,
                                const void *x, size_t bx, int nrc);
 
 typedef struct elpis_kernels {
@@ -140,7 +141,9 @@ static inline void elpis_k4_scales_packed(const uint8_t q[12], uint64_t *sc, uin
  *   Q4_0x8: d[r]; chunk m = e/8 (32 bytes), byte r*4 + e%4, low nibble when
  *           (e/4) is even, high nibble otherwise; the raw Q4_0 nibble.
  * A group is exactly as large as its 8 source rows. */
-typedef struct { float d; int32_t s; int8_t qs[32]; } elpis_block_q8_s;   /* d: Q8_0's f16 scale, widened; s = sum(qs) */
+/* Q8_S: d = Q8_0's f16 scale, widened; ms = -128 * sum(qs), the Q8_0x8
+ * offset term as is (one broadcast), and Q4_0x8's -8 * sum(qs) as ms >> 4. */
+typedef struct { float d; int32_t ms; int8_t qs[32]; } elpis_block_q8_s;
 typedef struct { uint16_t d[8]; uint8_t qs[256]; } elpis_block_q8_0x8;
 typedef struct { uint16_t d[8]; uint8_t qs[128]; } elpis_block_q4_0x8;
 

@@ -152,16 +152,15 @@ static void mm_fast_rows(void *arg, int64_t r0, int64_t r1, int tid) {
     }
 }
 
-/* Packed weights: items are groups of 8 rows; one gemm8 call per group
- * covers every activation row (the kernel tiles the columns itself). */
+/* Packed weights: items are groups of 8 rows; one gemm8 call covers this
+ * thread's groups and every activation row (the kernel tiles both). */
 static void mm_packed_groups(void *arg, int64_t g0, int64_t g1, int tid) {
     (void)tid;
     mm_job *j = arg;
     const elpis_weight *w = j->w;
-    elpis_gemm8_fn gemm = j->c->kern->gemm8[w->type];
-    for (int64_t g = g0; g < g1; g++)
-        gemm(w->n_in, j->y + g * 8, (size_t)w->n_out, (const char *)w->data + g * 8 * w->row_bytes,
-             j->c->act_q, j->a->stride, j->a->B);
+    if (g1 > g0)
+        j->c->kern->gemm8[w->type](w->n_in, j->y + g0 * 8, (size_t)w->n_out, (const char *)w->data + g0 * 8 * w->row_bytes,
+                                   g1 - g0, j->c->act_q, j->a->stride, j->a->B);
 }
 
 /* Row r of w as floats (either layout). */

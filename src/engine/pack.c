@@ -12,8 +12,8 @@
  *   acc = fma(isum, d_w * d_x, acc) per row. fmaf() is the fused operation
  *   the SIMD FMA performs, so the two agree to the bit.
  * - Q8_S (the activation side) is Q8_0's quantization with the scale kept
- *   as a float (the same f16-rounded value) and the block sum s = sum(qs),
- *   which the offset correction needs as an exact integer.
+ *   as a float (the same f16-rounded value) and the block sum as the exact
+ *   integer offset term -128 * sum(qs).
  *
  * INVARIANTS
  * - elpis_unpack8_row(pack8(rows), r) == dequantize(row r), exactly.
@@ -92,23 +92,25 @@ void elpis_unpack8_row(elpis_dtype t, const void *group, int64_t n, int r, float
 
 /* ---- the reference gemm8 and Q8_S ------------------------------------------------ */
 
-/* One column: the SIMD kernel's operations, in its order. */
+/* One group, one column at a time: the SIMD kernels' operations, in their order. */
 #define REF_GEMM8(name, blk_t, WEIGHT)                                                     \
-    static void gemm8_##name(int64_t n, float *s, size_t bs, const void *group,           \
+    static void gemm8_##name(int64_t n, float *s, size_t bs, const void *groups, int64_t ng, \
                              const void *vx, size_t bx, int nrc) {                         \
-        for (int c = 0; c < nrc; c++) {                                                    \
-            const elpis_block_q8_s *x = (const elpis_block_q8_s *)((const char *)vx + (size_t)c * bx); \
-            float acc[8] = { 0 };                                                          \
-            for (int64_t b = 0; b < n / ELPIS_QK; b++) {                                   \
-                const blk_t *g = (const blk_t *)group + b;                                 \
-                for (int r = 0; r < 8; r++) {                                              \
-                    int32_t isum = 0;                                                      \
-                    for (int e = 0; e < ELPIS_QK; e++) isum += WEIGHT(g, r, e) * x[b].qs[e]; \
-                    acc[r] = fmaf((float)isum, elpis_f16_to_f32(g->d[r]) * x[b].d, acc[r]); \
+        const int64_t nb = n / ELPIS_QK;                                                   \
+        for (int64_t i = 0; i < ng; i++)                                                   \
+            for (int c = 0; c < nrc; c++) {                                                \
+                const elpis_block_q8_s *x = (const elpis_block_q8_s *)((const char *)vx + (size_t)c * bx); \
+                float acc[8] = { 0 };                                                      \
+                for (int64_t b = 0; b < nb; b++) {                                         \
+                    const blk_t *g = (const blk_t *)groups + i * nb + b;                   \
+                    for (int r = 0; r < 8; r++) {                                          \
+                        int32_t isum = 0;                                                  \
+                        for (int e = 0; e < ELPIS_QK; e++) isum += WEIGHT(g, r, e) * x[b].qs[e]; \
+                        acc[r] = fmaf((float)isum, elpis_f16_to_f32(g->d[r]) * x[b].d, acc[r]); \
+                    }                                                                      \
                 }                                                                          \
+                memcpy(s + (size_t)c * bs + 8 * i, acc, sizeof acc);                       \
             }                                                                              \
-            memcpy(s + (size_t)c * bs, acc, sizeof acc);                                   \
-        }                                                                                  \
     }
 REF_GEMM8(q8_0, elpis_block_q8_0x8, q8_0x8_w)
 REF_GEMM8(q4_0, elpis_block_q4_0x8, q4_0x8_w)
@@ -121,7 +123,7 @@ void elpis_quant__quantize_q8_s(const float *src, void *dst, int64_t n) {
         int32_t sum = 0;
         for (int j = 0; j < ELPIS_QK; j++) sum += q.qs[j];
         y[i].d = elpis_f16_to_f32(q.d);
-        y[i].s = sum;
+        y[i].ms = -128 * sum;
         memcpy(y[i].qs, q.qs, sizeof q.qs);
     }
 }

@@ -489,7 +489,7 @@ static AVX2 void quantize_q8_0(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n / ELPIS_QK; i++) y[i].d = elpis_f32_to_f16(q8_block(src + i * ELPIS_QK, y[i].qs));
 }
 
-/* Q8_S (pack.c): Q8_0's block, the scale widened, plus the exact sum. */
+/* Q8_S (pack.c): Q8_0's block, the scale widened, plus -128 * the exact sum. */
 static AVX2 void quantize_q8_s(const float *src, void *dst, int64_t n) {
     elpis_block_q8_s *y = dst;
     for (int64_t i = 0; i < n / ELPIS_QK; i++) {
@@ -499,7 +499,7 @@ static AVX2 void quantize_q8_s(const float *src, void *dst, int64_t n) {
         const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
         const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
         const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
-        y[i].s = _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xB1)));
+        y[i].ms = -128 * _mm_cvtsi128_si32(_mm_add_epi32(h2, _mm_shuffle_epi32(h2, 0xB1)));
     }
 }
 
