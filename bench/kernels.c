@@ -2,7 +2,7 @@
  *
  *   build/bench_kernels [ROWS] [COLS] [N_IN] [REPS]     (default 2048 128 2048 20)
  *
- * One thread, random Q8_0 and Q4_0 weights: ROWS x N_IN against COLS
+ * One thread, random Q8_0, Q4_0 and Q4_K weights: ROWS x N_IN against COLS
  * activation columns, computed two ways,
  *   - vec_dot: one weight row at a time against max_nrc columns (the
  *     unpacked path of forward.c), and
@@ -37,8 +37,8 @@ static void fill_weights(elpis_dtype t, uint8_t *w, int64_t rows, int64_t n) {
     const size_t rb = elpis_row_bytes(t, n), bb = elpis_type_info_of(t)->bytes;
     for (size_t i = 0; i < rb * (size_t)rows; i++) w[i] = (uint8_t)rnd();
     for (size_t off = 0; off < rb * (size_t)rows; off += bb) {
-        const uint16_t d = elpis_f32_to_f16(0.001f * (1 + rnd() % 100));
-        memcpy(w + off, &d, 2);   /* d is the first field of both block types */
+        const uint16_t d[2] = { elpis_f32_to_f16(0.001f * (1 + rnd() % 100)), elpis_f32_to_f16(0.001f * (1 + rnd() % 100)) };
+        memcpy(w + off, d, t == ELPIS_Q4_K ? 4 : 2);   /* d (and Q4_K's dmin) lead every block */
     }
 }
 
@@ -83,17 +83,19 @@ static int bench_type(elpis_dtype t, int64_t rows, int64_t cols, int64_t n, int 
     const elpis_kernels *k = elpis_kernels_get();
     const size_t rb = elpis_row_bytes(t, n);
     run r = { .t = t, .rows = rows, .cols = cols, .n = n };
-    r.xq_stride = elpis_row_bytes(ELPIS_Q8_0, n);
-    r.xs_stride = elpis_row_bytes(ELPIS_Q8_S, n);
-    uint8_t *w = malloc(rb * rows), *p = malloc(rb * rows), *xq = malloc(r.xq_stride * cols), *xs = malloc(r.xs_stride * cols);
+    const elpis_dtype vdt = elpis_type_info_of(t)->vec_dot_type, act = elpis_pack8_act(t);
+    const size_t gb = elpis_pack8_bytes(t, n);
+    r.xq_stride = elpis_row_bytes(vdt, n);
+    r.xs_stride = elpis_row_bytes(act, n);
+    uint8_t *w = malloc(rb * rows), *p = malloc(gb * (rows / 8)), *xq = malloc(r.xq_stride * cols), *xs = malloc(r.xs_stride * cols);
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * rows * cols);
     if (!w || !p || !xq || !xs || !x || !y) { fprintf(stderr, "out of memory\n"); return 1; }
     fill_weights(t, w, rows, n);
-    for (int64_t g = 0; g < rows / 8; g++) elpis_pack8(t, w + g * 8 * rb, rb, n, p + g * 8 * rb);
+    for (int64_t g = 0; g < rows / 8; g++) elpis_pack8(t, w + g * 8 * rb, rb, n, p + g * gb);
     for (int64_t c = 0; c < cols; c++) {
         for (int64_t i = 0; i < n; i++) x[i] = (float)(int)(rnd() % 2001 - 1000) / 1000.0f;
-        k->quantize[ELPIS_Q8_0](x, xq + c * r.xq_stride, n);
-        k->quantize[ELPIS_Q8_S](x, xs + c * r.xs_stride, n);
+        k->quantize[vdt](x, xq + c * r.xq_stride, n);
+        k->quantize[act](x, xs + c * r.xs_stride, n);
     }
     r.w = w; r.packed = p; r.xq = xq; r.xs = xs; r.y = y;
     const double macs = (double)rows * cols * n;
@@ -113,12 +115,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_kernels [ROWS (multiple of 8)] [COLS] [N_IN (multiple of 32)] [REPS]\n");
         return 2;
     }
+    static const elpis_dtype types[] = { ELPIS_Q8_0, ELPIS_Q4_0, ELPIS_Q4_K };
     int rc = 0;
-    rc |= bench_type(ELPIS_Q8_0, rows, cols, n, reps);
-    rc |= bench_type(ELPIS_Q4_0, rows, cols, n, reps);
-    if (cols > 1) {
-        rc |= bench_type(ELPIS_Q8_0, rows, 1, n, reps);
-        rc |= bench_type(ELPIS_Q4_0, rows, 1, n, reps);
-    }
+    for (int i = 0; i < 3; i++)
+        if (n % elpis_type_info_of(types[i])->blck == 0) rc |= bench_type(types[i], rows, cols, n, reps);
+    for (int i = 0; i < 3 && cols > 1; i++)
+        if (n % elpis_type_info_of(types[i])->blck == 0) rc |= bench_type(types[i], rows, 1, n, reps);
     return rc;
 }

@@ -38,7 +38,7 @@ typedef struct elpis_hparams {
 
 /* A 2-D weight stored row-major as W[n_out][n_in] (GGUF shape {n_in, n_out}),
  * or, when `packed`, as n_out/8 groups of 8 rows (quant.h, "packed weights";
- * group g at data + g*8*row_bytes). */
+ * group g at data + g*elpis_pack8_bytes(type, n_in)). */
 typedef struct elpis_weight {
     const void *data;
     elpis_dtype type;

@@ -26,7 +26,8 @@ typedef enum elpis_dtype {
     ELPIS_Q5_0 = 6, ELPIS_Q5_1 = 7, ELPIS_Q8_0 = 8, ELPIS_Q8_1 = 9,
     ELPIS_Q2_K = 10, ELPIS_Q3_K = 11, ELPIS_Q4_K = 12, ELPIS_Q5_K = 13,
     ELPIS_Q6_K = 14, ELPIS_Q8_K = 15, ELPIS_BF16 = 30,
-    ELPIS_Q8_S = 39,   /* internal activation type for packed weights; never in a file */
+    ELPIS_Q8_KS = 38,  /* internal activation types for packed weights; never in a file */
+    ELPIS_Q8_S = 39,
     ELPIS_DTYPE_MAX = 40
 } elpis_dtype;
 
@@ -60,9 +61,10 @@ typedef void (*elpis_vec_dot_fn)(int64_t n, float *s, size_t bs, const void *w,
                                  const void *x, size_t bx, int nrc);
 typedef void (*elpis_quantize_fn)(const float *src, void *dst, int64_t n);
 /* gemm8: ng consecutive packed groups of 8 rows (see "packed weights"
- * below; group i at groups + i*8*row_bytes) against nrc Q8_S activation
- * rows: s[c*bs + 8*i + r] for i < ng, r in 0..7, c < nrc. Batch invariant
- * like vec_dot: each output's bits depend on neither nrc nor ng. */
+ * below; group i at groups + i*elpis_pack8_bytes(t, n)) against nrc
+ * activation rows of type elpis_pack8_act(t): s[c*bs + 8*i + r] for i < ng,
+ * r in 0..7, c < nrc. Batch invariant like vec_dot: each output's bits
+ * depend on neither nrc nor ng. */
 typedef void (*elpis_gemm8_fn)(int64_t n, float *s, size_t bs, const void *groups, int64_t ng,
                                const void *x, size_t bx, int nrc);
 
@@ -140,17 +142,30 @@ static inline void elpis_k4_scales_packed(const uint8_t q[12], uint64_t *sc, uin
  *   Q8_0x8: d[r] = row r's scale; qs[(e/4)*32 + r*4 + e%4] = w + 128
  *   Q4_0x8: d[r]; chunk m = e/8 (32 bytes), byte r*4 + e%4, low nibble when
  *           (e/4) is even, high nibble otherwise; the raw Q4_0 nibble.
- * A group is exactly as large as its 8 source rows. */
+ *   Q4_Kx8 (super-block of 256): d[r], dmin[r]; sc[j][r] and the mins as
+ *           pairs mn[j/2][r][j%2] for sub-block j (unpacked 6-bit values);
+ *           qs[j] = sub-block j's nibbles arranged as a Q4_0x8 block's qs.
+ *           Against Q8_KS: the sub-block scales multiply exact integer
+ *           sub-block sums; the mins meet the activation's sub-block sums.
+ * A Q8_0 / Q4_0 group is exactly as large as its 8 source rows; a Q4_K group
+ * 32 bytes per super-block larger (elpis_pack8_bytes). */
 /* Q8_S: d = Q8_0's f16 scale, widened; ms = -128 * sum(qs), the Q8_0x8
  * offset term as is (one broadcast), and Q4_0x8's -8 * sum(qs) as ms >> 4. */
 typedef struct { float d; int32_t ms; int8_t qs[32]; } elpis_block_q8_s;
+/* Q8_KS: Q8_K's quantization (d, qs) with the sums of each 32-value sub-block. */
+typedef struct { float d; int16_t bsub[8]; int8_t qs[256]; } elpis_block_q8_ks;
 typedef struct { uint16_t d[8]; uint8_t qs[256]; } elpis_block_q8_0x8;
 typedef struct { uint16_t d[8]; uint8_t qs[128]; } elpis_block_q4_0x8;
+typedef struct { uint16_t d[8], dmin[8]; uint8_t sc[8][8]; uint8_t mn[4][8][2]; uint8_t qs[8][128]; } elpis_block_q4_Kx8;
 
-/* Can weights of type t be packed (Q8_0, Q4_0)? */
+/* Can weights of type t be packed (Q8_0, Q4_0, Q4_K)? */
 bool elpis_pack8_supported(elpis_dtype t);
+/* Bytes of one packed group of 8 rows of n elements. */
+size_t elpis_pack8_bytes(elpis_dtype t, int64_t n);
+/* The activation type gemm8 takes for packed weights of type t. */
+elpis_dtype elpis_pack8_act(elpis_dtype t);
 /* Pack 8 rows of n elements (row r at rows + r*row_bytes) into dst
- * (8*row_bytes bytes, not overlapping the source). */
+ * (elpis_pack8_bytes bytes, not overlapping the source). */
 void elpis_pack8(elpis_dtype t, const void *rows, size_t row_bytes, int64_t n, void *dst);
 /* Row r (0..7) of a packed group as floats: the exact path and the tests. */
 void elpis_unpack8_row(elpis_dtype t, const void *group, int64_t n, int r, float *dst);
@@ -161,9 +176,10 @@ void elpis_unpack8_row(elpis_dtype t, const void *group, int64_t n, int r, float
  * false (touching nothing) when built for a non-x86-64 target. The caller
  * has already checked CPUID. */
 bool elpis_quant__fill_avx2(elpis_kernels *k);
-/* pack.c: the reference gemm8 kernels and the portable Q8_S quantizer. */
+/* pack.c: the reference gemm8 kernels and the portable Q8_S / Q8_KS quantizers. */
 void elpis_quant__fill_pack_portable(elpis_kernels *k);
 void elpis_quant__quantize_q8_s(const float *src, void *dst, int64_t n);
+void elpis_quant__quantize_q8_ks(const float *src, void *dst, int64_t n);
 bool elpis_quant__fill_avx512(elpis_kernels *k);
 
 #endif

@@ -158,14 +158,16 @@ static void mm_packed_groups(void *arg, int64_t g0, int64_t g1, int tid) {
     (void)tid;
     mm_job *j = arg;
     const elpis_weight *w = j->w;
+    const size_t group = elpis_pack8_bytes(w->type, w->n_in);
     if (g1 > g0)
-        j->c->kern->gemm8[w->type](w->n_in, j->y + g0 * 8, (size_t)w->n_out, (const char *)w->data + g0 * 8 * w->row_bytes,
+        j->c->kern->gemm8[w->type](w->n_in, j->y + g0 * 8, (size_t)w->n_out, (const char *)w->data + g0 * group,
                                    g1 - g0, j->c->act_q, j->a->stride, j->a->B);
 }
 
 /* Row r of w as floats (either layout). */
 static void weight_row(const elpis_weight *w, int64_t r, float *out) {
-    if (w->packed) elpis_unpack8_row(w->type, (const char *)w->data + (r / 8) * 8 * w->row_bytes, w->n_in, (int)(r % 8), out);
+    if (w->packed)
+        elpis_unpack8_row(w->type, (const char *)w->data + (r / 8) * elpis_pack8_bytes(w->type, w->n_in), w->n_in, (int)(r % 8), out);
     else elpis_dequantize_row(w->type, (const char *)w->data + r * w->row_bytes, out, w->n_in);
 }
 
@@ -189,7 +191,7 @@ static void matmul(elpis_ctx *c, const elpis_weight *w, act *a, float *y, const 
     if (c->p.exact) {
         elpis_pool_for(c->pool, w->n_out, mm_exact_rows, &j);
     } else if (w->packed) {
-        act_prepare(c, a, ELPIS_Q8_S);
+        act_prepare(c, a, elpis_pack8_act(w->type));
         elpis_pool_for(c->pool, w->n_out / 8, mm_packed_groups, &j);
     } else {
         act_prepare(c, a, elpis_type_info_of(w->type)->vec_dot_type);

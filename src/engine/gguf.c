@@ -197,7 +197,7 @@ static elpis_status parse_tensor_info(rd *r, gguf_file *f, uint64_t idx) {
         if (t->ne[d] < 0) { r->pos -= 8; return rd_fail(r, "negative tensor dimension"); }
     }
     if (rd_u32(r, &t->type, "tensor type") != ELPIS_OK) return ELPIS_EFORMAT;
-    const elpis_type_info *ti = t->type == ELPIS_Q8_S ? NULL : elpis_type_info_of(t->type);   /* Q8_S: ours, in memory only */
+    const elpis_type_info *ti = t->type == ELPIS_Q8_S || t->type == ELPIS_Q8_KS ? NULL : elpis_type_info_of(t->type);   /* ours, in memory only */
     if (!ti) {
         r->pos -= 4;
         snprintf(msg, sizeof msg, "tensor '%.*s' has unknown type %u", (int)t->name.len, t->name.ptr, t->type);

@@ -314,7 +314,7 @@ static void pack_weights(model_box *box) {
     const int n = matmul_weights(m, ws, cap);
     size_t total = 0;
     for (int i = 0; i < n; i++)
-        if (packable(m, ws[i])) total += (size_t)ws[i]->n_out * ws[i]->row_bytes;
+        if (packable(m, ws[i])) total += (size_t)(ws[i]->n_out / 8) * elpis_pack8_bytes(ws[i]->type, ws[i]->n_in);
     void *mem = total ? mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
     if (mem == MAP_FAILED) {
         if (total) elpis_log(ELPIS_LOG_WARN, "packing weights: no memory for %zu bytes; running unpacked", total);
@@ -325,13 +325,13 @@ static void pack_weights(model_box *box) {
     for (int i = 0; i < n; i++) {
         elpis_weight *w = ws[i];
         if (!packable(m, w)) continue;
-        const size_t group = 8 * w->row_bytes;
+        const size_t group = elpis_pack8_bytes(w->type, w->n_in);
         for (int64_t g = 0; g < w->n_out / 8; g++)
-            elpis_pack8(w->type, (const char *)w->data + g * group, w->row_bytes, w->n_in, dst + g * group);
+            elpis_pack8(w->type, (const char *)w->data + g * 8 * w->row_bytes, w->row_bytes, w->n_in, dst + g * group);
         release_pages(w->data, (size_t)w->n_out * w->row_bytes);
         w->data = dst;
         w->packed = true;
-        dst += (size_t)w->n_out * w->row_bytes;
+        dst += (size_t)(w->n_out / 8) * group;
     }
     box->packed = mem;
     box->packed_bytes = total;

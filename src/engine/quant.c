@@ -46,6 +46,8 @@ _Static_assert(sizeof(elpis_block_q8_K) == 292, "q8_K block");
 _Static_assert(sizeof(elpis_block_q8_s) == 40, "q8_s block");
 _Static_assert(sizeof(elpis_block_q8_0x8) == 8 * 34, "q8_0x8 block");
 _Static_assert(sizeof(elpis_block_q4_0x8) == 8 * 18, "q4_0x8 block");
+_Static_assert(sizeof(elpis_block_q4_Kx8) == 8 * 144 + 32, "q4_Kx8 block");
+_Static_assert(sizeof(elpis_block_q8_ks) == 276, "q8_ks block");
 
 /* ==== Type table ========================================================== */
 
@@ -67,7 +69,8 @@ static const elpis_type_info g_types[ELPIS_DTYPE_MAX] = {
     [ELPIS_Q5_K] = { "q5_K", 256, 176, ELPIS_Q8_K, true },
     [ELPIS_Q6_K] = { "q6_K", 256, 210, ELPIS_Q8_K, true },
     [ELPIS_Q8_K] = { "q8_K", 256, 292, ELPIS_Q8_K, false },
-    [ELPIS_Q8_S] = { "q8_s", 32,  40,  ELPIS_Q8_S, false },   /* internal (pack.c) */
+    [ELPIS_Q8_KS] = { "q8_ks", 256, 276, ELPIS_Q8_KS, false },  /* internal (pack.c) */
+    [ELPIS_Q8_S]  = { "q8_s",  32,  40,  ELPIS_Q8_S,  false },  /* internal (pack.c) */
 };
 
 const elpis_type_info *elpis_type_info_of(uint32_t t) {
@@ -517,6 +520,7 @@ void elpis_quantize_row(elpis_dtype t, const float *src, void *dst, int64_t n) {
     case ELPIS_Q8_1: quantize_q8_1(src, dst, n); break;
     case ELPIS_Q8_K: quantize_q8_K(src, dst, n); break;
     case ELPIS_Q8_S: elpis_quant__quantize_q8_s(src, dst, n); break;
+    case ELPIS_Q8_KS: elpis_quant__quantize_q8_ks(src, dst, n); break;
     case ELPIS_F16:  quantize_f16(src, dst, n); break;
     case ELPIS_BF16: quantize_bf16(src, dst, n); break;
     case ELPIS_F32:  quantize_f32(src, dst, n); break;

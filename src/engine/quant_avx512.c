@@ -77,7 +77,7 @@ AVX512_INLINE __m512i join256(__m256i lo, __m256i hi) {
  * halves, and pairing blocks in a zmm cost more shuffles than it saved
  * (measured). */
 
-enum { K_Q8_0, K_Q4_0, K_Q5_0, K_Q4_1, K_Q5_1 };
+enum { K_Q8_0, K_Q4_0, K_Q5_0, K_Q4_1, K_Q5_1, K_Q4_K };
 #define HAS_M(kind) ((kind) == K_Q4_1 || (kind) == K_Q5_1)
 
 AVX512_INLINE __m256i nibbles32(const uint8_t *qs) {
@@ -449,18 +449,89 @@ AVX512_INLINE void p16_cols(int64_t nb, float *s, size_t bs, const void *g0, con
     }
 }
 
+/* Q4_Kx8 x Q8_KS, two adjacent groups (or one, `half`) x nc columns. Per
+ * sub-block j the Q4_0x8 steps (offset 0) give each row's exact sub-block
+ * sum; vpmulld by the row's sub-block scale and an add make the integer
+ * super-block sum. The mins: vpdpwssd of each row's (mn[2i], mn[2i+1])
+ * int16 pair against the activation's (bsub[2i], bsub[2i+1]). Then, as the
+ * reference: acc += iacc * (d*dx); acc -= imin * (dmin*dx), both fused. */
+AVX512_INLINE __m512 k4p_join_ph(const uint16_t *a, const uint16_t *b) {
+    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)a))),
+                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b)), 1);
+}
+
+AVX512_INLINE void k4p_cols(int64_t nb, float *s, size_t bs, const elpis_block_q4_Kx8 *g0,
+                            const elpis_block_q4_Kx8 *g1, bool half, const char *x, size_t bx, const int nc) {
+    __m512 acc[4];
+    UNROLL for (int c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const elpis_block_q4_Kx8 *p0 = g0 + b, *p1 = g1 + b;
+        __m512i iacc[4];
+        UNROLL for (int c = 0; c < nc; c++) iacc[c] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            __m256i w0[8], w1[8];
+            __m512i w[8];
+            UNROLL for (int m = 0; m < 4; m++) {
+                q4_split(load256(p0->qs[j] + 32 * m), &w0[2 * m], &w0[2 * m + 1]);
+                q4_split(load256(p1->qs[j] + 32 * m), &w1[2 * m], &w1[2 * m + 1]);
+            }
+            UNROLL for (int k = 0; k < 8; k++) w[k] = join256(w0[k], w1[k]);
+            const __m512i sc = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)p0->sc[j]),
+                                                                        _mm_loadl_epi64((const __m128i *)p1->sc[j])));
+            UNROLL for (int c = 0; c < nc; c++) {
+                const int8_t *yq = ((const elpis_block_q8_ks *)(x + (size_t)c * bx) + b)->qs + 32 * j;
+                __m512i e = _mm512_setzero_si512(), o = _mm512_setzero_si512();
+                UNROLL for (int k = 0; k < 8; k += 2) {
+                    e = _mm512_dpbusd_epi32(e, w[k], _mm512_set1_epi32(load4(yq + 4 * k)));
+                    o = _mm512_dpbusd_epi32(o, w[k + 1], _mm512_set1_epi32(load4(yq + 4 * k + 4)));
+                }
+                iacc[c] = _mm512_add_epi32(iacc[c], _mm512_mullo_epi32(_mm512_add_epi32(e, o), sc));
+            }
+        }
+        __m512i mn[4];
+        UNROLL for (int i = 0; i < 4; i++)
+            mn[i] = join256(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p0->mn[i])),
+                            _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p1->mn[i])));
+        const __m512 dw = k4p_join_ph(p0->d, p1->d), dm = k4p_join_ph(p0->dmin, p1->dmin);
+        UNROLL for (int c = 0; c < nc; c++) {
+            const elpis_block_q8_ks *y = (const elpis_block_q8_ks *)(x + (size_t)c * bx) + b;
+            __m512i imin = _mm512_setzero_si512();
+            UNROLL for (int i = 0; i < 4; i++) {
+                int32_t pair;
+                memcpy(&pair, &y->bsub[2 * i], 4);
+                imin = _mm512_dpwssd_epi32(imin, mn[i], _mm512_set1_epi32(pair));
+            }
+            const __m512 yd = _mm512_set1_ps(y->d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[c]), _mm512_mul_ps(dw, yd), acc[c]);
+            acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(dm, yd), acc[c]);
+        }
+    }
+    UNROLL for (int c = 0; c < nc; c++) {
+        if (half) _mm256_storeu_ps(s + (size_t)c * bs, _mm512_castps512_ps256(acc[c]));
+        else _mm512_storeu_ps(s + (size_t)c * bs, acc[c]);
+    }
+}
+
 /* All columns of one pair (or lone group), in tiles of 4. */
 AVX512_INLINE void p16_tiles(int64_t nb, float *s, size_t bs, const char *g0, const char *g1, bool half,
                              const char *x, size_t bx, int nrc, const int kind) {
-#define CALL(nc) p16_cols(nb, s, bs, g0, g1, half, x, bx, nc, kind)
+#define CALL(nc)                                                                                          \
+    do {                                                                                                  \
+        if (kind == K_Q4_K)                                                                               \
+            k4p_cols(nb, s, bs, (const elpis_block_q4_Kx8 *)g0, (const elpis_block_q4_Kx8 *)g1, half, x, bx, nc); \
+        else                                                                                              \
+            p16_cols(nb, s, bs, g0, g1, half, x, bx, nc, kind);                                           \
+    } while (0)
     DISPATCH_NC(CALL);
 #undef CALL
 }
 
 AVX512_INLINE void p8_gemm(int64_t n, float *s, size_t bs, const char *groups, int64_t ng, const char *x,
                            size_t bx, int nrc, const int kind) {
-    const int64_t nb = n / ELPIS_QK;
-    const size_t gbytes = (size_t)nb * (kind == K_Q8_0 ? sizeof(elpis_block_q8_0x8) : sizeof(elpis_block_q4_0x8));
+    const int64_t nb = kind == K_Q4_K ? n / ELPIS_QK_K : n / ELPIS_QK;
+    const size_t gbytes = (size_t)nb * (kind == K_Q8_0   ? sizeof(elpis_block_q8_0x8)
+                                        : kind == K_Q4_0 ? sizeof(elpis_block_q4_0x8)
+                                                         : sizeof(elpis_block_q4_Kx8));
     for (int64_t i = 0; i < ng; i += 2) {
         const char *g = groups + (size_t)i * gbytes;
         const bool half = i + 1 == ng;
@@ -473,6 +544,9 @@ static AVX512 void gemm8_q8_0(int64_t n, float *s, size_t bs, const void *g, int
 }
 static AVX512 void gemm8_q4_0(int64_t n, float *s, size_t bs, const void *g, int64_t ng, const void *x, size_t bx, int nrc) {
     p8_gemm(n, s, bs, g, ng, x, bx, nrc, K_Q4_0);
+}
+static AVX512 void gemm8_q4_K(int64_t n, float *s, size_t bs, const void *g, int64_t ng, const void *x, size_t bx, int nrc) {
+    p8_gemm(n, s, bs, g, ng, x, bx, nrc, K_Q4_K);
 }
 
 /* ==== Table ======================================================================= */
@@ -490,6 +564,7 @@ bool elpis_quant__fill_avx512(elpis_kernels *k) {
     k->vec_dot[ELPIS_Q6_K] = vec_dot_q6_K;
     k->gemm8[ELPIS_Q8_0] = gemm8_q8_0;
     k->gemm8[ELPIS_Q4_0] = gemm8_q4_0;
+    k->gemm8[ELPIS_Q4_K] = gemm8_q4_K;
     k->pack8 = true;
     return true;
 }

@@ -779,7 +779,17 @@ static void test_vec_dot_extremes(void **state) {
 
 /* ==== Packed 8-row groups (pack.c) ============================================= */
 
-static const elpis_dtype k_packable[] = { ELPIS_Q8_0, ELPIS_Q4_0 };
+static const elpis_dtype k_packable[] = { ELPIS_Q8_0, ELPIS_Q4_0, ELPIS_Q4_K };
+
+/* Activation value i of a converted row of type act (Q8_S or Q8_KS). */
+static double act_value(elpis_dtype act, const void *row, int64_t i) {
+    if (act == ELPIS_Q8_KS) {
+        const elpis_block_q8_ks *b = (const elpis_block_q8_ks *)row + i / 256;
+        return (double)b->qs[i % 256] * b->d;
+    }
+    const elpis_block_q8_s *b = (const elpis_block_q8_s *)row + i / 32;
+    return (double)b->qs[i % 32] * b->d;
+}
 
 /* The documented layout, one element checked by hand per type. */
 static void test_pack8_layout(void **state) {
@@ -811,11 +821,11 @@ static void test_pack8_layout(void **state) {
  * of Q8_0 included, -128 too). */
 static void test_pack8_roundtrip(void **state) {
     (void)state;
-    const int64_t n = 256 + 32;
+    const int64_t n = 512;
     for (size_t ti = 0; ti < sizeof k_packable / sizeof k_packable[0]; ti++) {
         const elpis_dtype t = k_packable[ti];
         const size_t rb = elpis_row_bytes(t, n);
-        uint8_t *rows = xmalloc(8 * rb), *g = xmalloc(8 * rb);
+        uint8_t *rows = xmalloc(8 * rb), *g = xmalloc(elpis_pack8_bytes(t, n));
         float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
         for (int r = 0; r < 8; r++) rand_weights(t, rows + r * rb, n);
         elpis_pack8(t, rows, rb, n, g);
@@ -837,25 +847,25 @@ static void test_pack8_roundtrip(void **state) {
  * agrees with the double-precision dot of the dequantized rows. */
 static void check_gemm8(elpis_dtype t, int64_t n) {
     enum { MAXC = 11, NG = 3, BS = 8 * NG + 1 };
-    const size_t rb = elpis_row_bytes(t, n), bx = elpis_row_bytes(ELPIS_Q8_S, n) + 40;
-    uint8_t *rows = xmalloc(8 * NG * rb), *g = xmalloc(8 * NG * rb), *xs = xmalloc(bx * MAXC);
+    const elpis_dtype act = elpis_pack8_act(t);
+    const size_t rb = elpis_row_bytes(t, n), bx = elpis_row_bytes(act, n) + 40, gb = elpis_pack8_bytes(t, n);
+    uint8_t *rows = xmalloc(8 * NG * rb), *g = xmalloc(NG * gb), *xs = xmalloc(bx * MAXC);
     float *x = xmalloc(n * sizeof(float)), *wf = xmalloc(n * sizeof(float));
     for (int r = 0; r < 8 * NG; r++) rand_weights(t, rows + r * rb, n);
-    for (int i = 0; i < NG; i++) elpis_pack8(t, rows + i * 8 * rb, rb, n, g + i * 8 * rb);
+    for (int i = 0; i < NG; i++) elpis_pack8(t, rows + i * 8 * rb, rb, n, g + i * gb);
     for (int c = 0; c < MAXC; c++) {
         rand_acts(x, n);
-        elpis_quantize_row(ELPIS_Q8_S, x, xs + (size_t)c * bx, n);
+        elpis_quantize_row(act, x, xs + (size_t)c * bx, n);
     }
     const elpis_kernels *ref = elpis_kernels_by_name("portable");
     static float want[MAXC][BS];
     ref->gemm8[t](n, &want[0][0], BS, g, NG, xs, bx, MAXC);
     for (int c = 0; c < MAXC; c++) {        /* the reference against double math */
-        const elpis_block_q8_s *xb = (const elpis_block_q8_s *)(xs + (size_t)c * bx);
         for (int r = 0; r < 8 * NG; r++) {
             elpis_dequantize_row(t, rows + r * rb, wf, n);
             double d = 0, mag = 0;
             for (int64_t i = 0; i < n; i++) {
-                const double xv = (double)xb[i / 32].qs[i % 32] * xb[i / 32].d;
+                const double xv = act_value(act, xs + (size_t)c * bx, i);
                 d += wf[i] * xv;
                 mag += fabs(wf[i] * xv);
             }
@@ -873,7 +883,7 @@ static void check_gemm8(elpis_dtype t, int64_t n) {
                     for (int c0 = 0; c0 + nrc <= MAXC; c0 += nrc) {
                         static float s[MAXC][BS];
                         for (int i = 0; i < MAXC * BS; i++) (&s[0][0])[i] = NAN;
-                        k->gemm8[t](n, &s[0][0], BS, g + (size_t)g0 * 8 * rb, ng, xs + (size_t)c0 * bx, bx, nrc);
+                        k->gemm8[t](n, &s[0][0], BS, g + (size_t)g0 * gb, ng, xs + (size_t)c0 * bx, bx, nrc);
                         for (int c = 0; c < nrc; c++) {
                             if (memcmp(s[c], &want[c0 + c][8 * g0], 8 * ng * sizeof(float)) != 0)
                                 fail_msg("%s gemm8 %s n=%lld groups %d+%d nrc=%d col %d differs from the reference", k->name,
@@ -891,9 +901,11 @@ static void check_gemm8(elpis_dtype t, int64_t n) {
 
 static void test_gemm8_paths(void **state) {
     (void)state;
-    static const int64_t ns[] = { 32, 64, 96, 2048 };
-    for (size_t ti = 0; ti < sizeof k_packable / sizeof k_packable[0]; ti++)
-        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) check_gemm8(k_packable[ti], ns[a]);
+    static const int64_t ns[] = { 32, 64, 96, 2048 }, nk[] = { 256, 512, 2048 };
+    for (size_t ti = 0; ti < sizeof k_packable / sizeof k_packable[0]; ti++) {
+        const bool k = k_packable[ti] == ELPIS_Q4_K;
+        for (size_t a = 0; a < (k ? 3 : 4); a++) check_gemm8(k_packable[ti], k ? nk[a] : ns[a]);
+    }
 }
 
 /* Weights and activations at the ends of their ranges: no int32 step overflows. */
