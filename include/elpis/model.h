@@ -108,6 +108,14 @@ typedef struct elpis_batch {
  * batch order, through elpis_ctx_logits(c, 0..n_out-1). */
 elpis_status elpis_forward(elpis_ctx *c, const elpis_batch *b, elpis_error *err);
 int32_t      elpis_ctx_n_outputs(const elpis_ctx *c);
+
+/* Abandoning a batch: when set, fn(ud) is asked after every layer; true
+ * makes elpis_forward undo the batch (every sequence keeps the length it
+ * had) and return ELPIS_ECANCELLED. Running the same rows again gives the
+ * same bits. The scheduler uses it so a cancel waits for one layer, not a
+ * whole step. fn runs on the calling thread; NULL clears it. */
+typedef bool (*elpis_abort_fn)(void *ud);
+void elpis_ctx_set_abort(elpis_ctx *c, elpis_abort_fn fn, void *ud);
 const float *elpis_ctx_logits(const elpis_ctx *c, int32_t i);   /* [n_vocab] */
 /* Final hidden state (after output norm) of output row i: [n_embd]. */
 const float *elpis_ctx_hidden(const elpis_ctx *c, int32_t i);

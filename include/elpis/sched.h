@@ -159,6 +159,7 @@ typedef struct elpis_sched_stats {
     int64_t kv_cells_cached;     /* cells kept for prefix reuse (reclaimable) */
     int64_t tokens_prompt, tokens_cached, tokens_generated;
     int64_t steps;
+    int64_t steps_abandoned;     /* stopped between layers by a cancel (rerun without it) */
     int64_t requests_done, requests_failed;
     int64_t cancelled[ELPIS_CANCEL_REASON_COUNT];
     int32_t n_parallel, n_ctx;

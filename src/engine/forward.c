@@ -73,6 +73,9 @@ struct elpis_ctx {
     float *hidden;             /* [n_outputs][n_embd] */
     float *capture;            /* caller's [n_layer][n_embd] sums, or NULL */
     float *logits;             /* [n_outputs][n_vocab] */
+
+    elpis_abort_fn abort;      /* asked between layers, or NULL */
+    void *abort_ud;
 };
 
 /* ---- small math ------------------------------------------------------------- */
@@ -504,6 +507,14 @@ static void output_head(elpis_ctx *c, const elpis_batch *b) {
     matmul(c, &m->output, &a, c->logits, m->output_bias);
 }
 
+/* An abandoned batch leaves the sequences as they were: the K/V rows it
+ * wrote lie past seq_len and the next batch at those positions overwrites
+ * them. Layer capture sums are not undone (capture runs never abort). */
+static elpis_status abandon(elpis_ctx *c, const elpis_batch *b, elpis_error *err) {
+    for (int i = 0; i < b->n; i++) c->seq_len[b->seq[i]]--;
+    return elpis_fail(err, ELPIS_ECANCELLED, "forward pass abandoned between layers");
+}
+
 elpis_status elpis_forward(elpis_ctx *c, const elpis_batch *b, elpis_error *err) {
     elpis_status st = check_batch(c, b, err);
     if (st != ELPIS_OK) return st;
@@ -513,9 +524,15 @@ elpis_status elpis_forward(elpis_ctx *c, const elpis_batch *b, elpis_error *err)
         ffn_block(c, b->n, il);
         steer(c, b, il);
         if (c->capture) capture(c, b->n, il);
+        if (c->abort && c->abort(c->abort_ud)) return abandon(c, b, err);
     }
     output_head(c, b);
     return ELPIS_OK;
+}
+
+void elpis_ctx_set_abort(elpis_ctx *c, elpis_abort_fn fn, void *ud) {
+    c->abort = fn;
+    c->abort_ud = ud;
 }
 
 /* ---- context lifecycle ----------------------------------------------------------------- */

@@ -10,7 +10,9 @@
  *   admit queued requests into free slots, reusing the longest cached prefix
  *   build one batch: 1 token for each decoding slot with room for output,
  *     then up to prefill_chunk prompt tokens for each prefilling slot
- *   elpis_forward(batch)                        (no lock held)
+ *   elpis_forward(batch)                        (no lock held; abandoned
+ *                                                after a layer if a running
+ *                                                request was cancelled)
  *   sample each slot with its own sampler, detokenize, match stop strings,
  *     append text to the request's buffer, finish what is finished
  *
@@ -293,6 +295,7 @@ static int build_batch(elpis_sched *s, int *n_out) {
         n = add_row(s, n, i, sl->pending, true);
         sl->pending = -1;
     }
+    s->b_n_decode = n;
     for (int i = 0; i < s->p.n_parallel && n < s->p.n_batch; i++) {  /* prefill: a chunk each */
         sched_slot *sl = &s->slots[i];
         elpis_request *r = sl->req;
@@ -393,6 +396,30 @@ static void on_token(elpis_sched *s, int i, const float *logits) {
     release_slot(s, i, done);
 }
 
+/* The forward pass abandoned the batch (a cancel arrived mid-step): put
+ * every slot back as build_batch found it, so the next step rebuilds the
+ * same rows for the requests that are still running. */
+static void unbuild_batch(elpis_sched *s, int n) {
+    for (int row = n - 1; row >= 0; row--) {
+        sched_slot *sl = &s->slots[s->b_seq[row]];
+        sl->n_cache--;
+        if (row < s->b_n_decode) sl->pending = s->b_tok[row];
+        else sl->n_fed--;
+    }
+}
+
+/* Asked by elpis_forward after every layer: has a running request been
+ * cancelled? Then the step is abandoned and the next one frees its slot,
+ * so cancel -> slot free waits for one layer, not a whole step. */
+static bool cancel_pending(void *ud) {
+    const elpis_sched *s = ud;
+    for (int i = 0; i < s->p.n_parallel; i++) {
+        const elpis_request *r = s->slots[i].req;
+        if (r && atomic_load_explicit(&r->cancel, memory_order_relaxed)) return true;
+    }
+    return false;
+}
+
 static void fail_batch(elpis_sched *s, int n, const char *msg) {
     for (int row = 0; row < n; row++) {
         int i = s->b_seq[row];
@@ -471,7 +498,13 @@ static void step(elpis_sched *s) {
     if (n == 0) return;
     elpis_error err = { 0 };
     elpis_batch b = { .n = n, .token = s->b_tok, .pos = s->b_pos, .seq = s->b_seq, .logits = s->b_logits };
-    if (elpis_forward(s->ctx, &b, &err) != ELPIS_OK) {
+    elpis_status st = elpis_forward(s->ctx, &b, &err);
+    if (st == ELPIS_ECANCELLED) {
+        unbuild_batch(s, n);
+        atomic_fetch_add(&s->st_abandoned, 1);
+        return;
+    }
+    if (st != ELPIS_OK) {
         elpis_log(ELPIS_LOG_ERROR, "scheduler: forward failed: %s", err.msg);
         fail_batch(s, n, err.msg);
         return;
@@ -539,6 +572,7 @@ elpis_status elpis_sched_new(elpis_sched **out, const elpis_model *m, const elpi
     cp.n_threads = s->p.n_threads;
     cp.kv_type = s->p.kv_type;
     if ((st = elpis_ctx_new(&s->ctx, m, &cp, err)) != ELPIS_OK) goto fail;
+    elpis_ctx_set_abort(s->ctx, cancel_pending, s);
     if ((st = alloc_state(s, err)) != ELPIS_OK) goto fail;
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) { st = elpis_fail(err, ELPIS_ENOMEM, "cannot start the scheduler thread"); goto fail; }
     s->thread_started = true;
@@ -624,6 +658,7 @@ void elpis_sched_get_stats(const elpis_sched *s, elpis_sched_stats *st) {
     st->tokens_cached = atomic_load(&m->st_cached);
     st->tokens_generated = atomic_load(&m->st_generated);
     st->steps = atomic_load(&m->st_steps);
+    st->steps_abandoned = atomic_load(&m->st_abandoned);
     st->requests_done = atomic_load(&m->st_done);
     st->requests_failed = atomic_load(&m->st_failed);
     for (int i = 0; i < ELPIS_CANCEL_REASON_COUNT; i++) st->cancelled[i] = atomic_load(&m->st_cancelled[i]);

@@ -88,12 +88,14 @@ struct elpis_sched {
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_logits;
     int *b_out_slot;                   /* output row -> slot */
+    int b_n_decode;                    /* rows [0, b_n_decode) are decode rows (one per slot) */
     char *piece;                       /* detokenizer scratch */
     size_t piece_cap;
 
     /* observation */
     atomic_int st_running, st_queued;
     atomic_llong st_kv_used, st_kv_cached, st_prompt, st_cached, st_generated, st_steps, st_done, st_failed;
+    atomic_llong st_abandoned;     /* steps elpis_forward abandoned for a cancel */
     atomic_llong st_cancelled[ELPIS_CANCEL_REASON_COUNT];
     pthread_mutex_t hist_mu;
     elpis_histogram ttft, itl;

@@ -41,6 +41,7 @@ static void scheduler_metrics(elpis_server *s, elpis_buf *b) {
     metric(b, "elpis_prompt_tokens_cached_total", "counter", "Prompt tokens reused from the prefix cache.", (double)st.tokens_cached);
     metric(b, "elpis_generation_tokens_total", "counter", "Tokens generated.", (double)st.tokens_generated);
     metric(b, "elpis_decode_steps_total", "counter", "Batched forward steps.", (double)st.steps);
+    metric(b, "elpis_decode_steps_abandoned_total", "counter", "Forward steps stopped between layers by a cancel and run again without it.", (double)st.steps_abandoned);
     elpis_buf_printf(b, "# HELP elpis_requests_finished_total Requests that ended, by outcome.\n"
                         "# TYPE elpis_requests_finished_total counter\n"
                         "elpis_requests_finished_total{outcome=\"done\"} %lld\n"

@@ -161,6 +161,50 @@ static void test_chunked_prefill_and_truncate(void **state) {
     elpis_tokens_free(&t);
 }
 
+
+/* The abort hook: asked after every layer; true abandons the batch with
+ * ELPIS_ECANCELLED and the sequence lengths as before; running the batch
+ * again (hook cleared) gives the bits of a run that was never abandoned. */
+static int g_abort_after;   /* layers to let through */
+static int g_abort_asked;
+static bool abort_after(void *ud) {
+    (void)ud;
+    return ++g_abort_asked > g_abort_after;
+}
+
+static void test_abandon_between_layers(void **state) {
+    (void)state;
+    const int V = g_model->hp.n_vocab;
+    elpis_tokens t = { 0 };
+    tokenize("Once upon a time, there was a little girl named Lily.", &t);
+    const int n = (int)t.n, half = n / 2;
+    float *want = malloc((size_t)V * 4), *got = malloc((size_t)V * 4);
+    elpis_ctx *c = new_ctx(1, 64);
+    feed(c, t.ids, 0, n, 64, want);
+    for (int layer = 0; layer < g_model->hp.n_layer; layer++) {
+        elpis_kv_seq_truncate(c, 0, 0);
+        feed(c, t.ids, 0, half, 64, got);               /* a prefix in the cache */
+        int32_t pos[64], seq[64] = { 0 };
+        for (int k = half; k < n; k++) pos[k - half] = k;
+        elpis_batch b = { .n = n - half, .token = t.ids + half, .pos = pos, .seq = seq, .logits = NULL };
+        elpis_error err = { 0 };
+        g_abort_after = layer;
+        g_abort_asked = 0;
+        elpis_ctx_set_abort(c, abort_after, NULL);
+        assert_int_equal(elpis_forward(c, &b, &err), ELPIS_ECANCELLED);
+        assert_int_equal(g_abort_asked, layer + 1);      /* stopped right after that layer */
+        assert_int_equal(elpis_kv_seq_len(c, 0), half);  /* the batch left no trace */
+        elpis_ctx_set_abort(c, NULL, NULL);
+        assert_int_equal(elpis_forward(c, &b, &err), ELPIS_OK);
+        memcpy(got, elpis_ctx_logits(c, 0), (size_t)V * 4);
+        assert_memory_equal(want, got, (size_t)V * 4);
+    }
+    elpis_ctx_free(c);
+    free(want);
+    free(got);
+    elpis_tokens_free(&t);
+}
+
 static void expect_fail(elpis_ctx *c, elpis_batch *b, elpis_status code, const char *needle) {
     elpis_error err = { 0 };
     int32_t before = elpis_kv_seq_len(c, 0);
@@ -202,6 +246,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_chunked_prefill_and_truncate),
+        cmocka_unit_test(test_abandon_between_layers),
         cmocka_unit_test(test_bad_batches),
     };
     return cmocka_run_group_tests_name("forward", tests, setup, teardown);
