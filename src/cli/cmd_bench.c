@@ -16,6 +16,8 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,16 +141,25 @@ int cmd_bench(int argc, char **argv) {
         if (o.streams == 1) agg[r] = tg[r];
     }
     double mpp = median(pp, R), mtg = median(tg, R), magg = median(agg, R);
+    /* Memory: peak resident set against the file and the context (KV cache + scratch). */
+    struct rusage ru;
+    struct stat sb;
+    getrusage(RUSAGE_SELF, &ru);
+    const double rss = ru.ru_maxrss / 1024.0, file = stat(path, &sb) == 0 ? sb.st_size / 1048576.0 : 0,
+                 ctx = elpis_ctx_bytes(c) / 1048576.0;
     if (o.json) {
         printf("{\"engine\":\"elpis\",\"model\":\"%s\",\"kernels\":\"%s\",\"threads\":%d,\"n_prompt\":%ld,\"n_gen\":%ld,"
-               "\"pp_tok_s\":%.2f,\"tg_tok_s\":%.2f,\"streams\":%ld,\"agg_tok_s\":%.2f}\n",
+               "\"pp_tok_s\":%.2f,\"tg_tok_s\":%.2f,\"streams\":%ld,\"agg_tok_s\":%.2f,"
+               "\"peak_rss_mib\":%.1f,\"file_mib\":%.1f,\"ctx_mib\":%.1f}\n",
                m->name, elpis_kernels_get()->name, elpis_ctx_params_of(c)->n_threads ? elpis_ctx_params_of(c)->n_threads : elpis_cpu_count(),
-               o.n_prompt, o.n_gen, mpp, mtg, o.streams, magg);
+               o.n_prompt, o.n_gen, mpp, mtg, o.streams, magg, rss, file, ctx);
     } else {
         printf("model: %s (%.1f MiB), kernels: %s, repeats: %d (medians)\n", m->name, m->weight_bytes / 1048576.0,
                elpis_kernels_get()->name, R);
         printf("pp%-5ld %10.2f tok/s\ntg%-5ld %10.2f tok/s\n", o.n_prompt, mpp, o.n_gen, mtg);
         if (o.streams > 1) printf("agg x%-3ld %9.2f tok/s total\n", o.streams, magg);
+        printf("peak RSS %.1f MiB = file %.1f + context (KV + scratch) %.1f + other %.1f MiB\n", rss, file, ctx,
+               rss - file - ctx);
     }
     rc = CLI_EXIT_OK;
     goto done;
