@@ -108,6 +108,7 @@ typedef struct elpis_reply {
     double valence, arousal;
     char quadrant[24];
     elpis_text_fn on_text;     /* each content delta, as it arrives (may be NULL) */
+    elpis_text_fn on_reasoning;/* each delta.reasoning_content (a server that parsed the thoughts); may be NULL */
     void *ud;
 } elpis_reply;
 

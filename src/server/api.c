@@ -220,6 +220,7 @@ static const char *message_text(srv_req *r, json_t *c, size_t idx, srv_api_error
  * the model was taught (spec §5.4), after its text: the model sees its own
  * calls in the format it produces them. */
 static const char *with_calls(srv_req *r, const char *text, json_t *calls) {
+    if (strcasestr(text, "```tool_call")) return text;   /* streamed replies keep the blocks in their content */
     elpis_buf b = { 0 };
     elpis_buf_puts(&b, text);
     size_t i;
