@@ -131,6 +131,24 @@ done:
     return s;
 }
 
+/* m = the system prompt, the summary of the first `drop` messages (unless
+ * `window`), the rest. Returns the count, 0 on OOM. */
+static size_t assemble(elpis_arena *a, const elpis_chat_msg *in, size_t n, size_t sys, size_t drop, bool window,
+                       size_t summary_max, elpis_chat_msg *m) {
+    size_t c = 0;
+    if (sys) m[c++] = in[0];
+    if (!window) {
+        const char *s = summary_of(a, in + sys, drop, summary_max);
+        if (!s) return 0;
+        m[c++] = (elpis_chat_msg){ "system", s };
+    }
+    for (size_t i = sys + drop; i < n; i++) m[c++] = in[i];
+    return c;
+}
+
+/* Dropping more never makes the prompt longer (a message costs at least its
+ * summary line), so the smallest drop that fits is found by bisection: a
+ * handful of renders, not one per message, on the MHD thread. */
 elpis_status srv_compact(elpis_arena *a, const elpis_chat_msg *in, size_t n, size_t keep, size_t summary_max,
                          srv_fits_fn fits, void *ud, srv_compaction *out) {
     *out = (srv_compaction){ (elpis_chat_msg *)in, n, 0, 0, true, in };
@@ -140,20 +158,17 @@ elpis_status srv_compact(elpis_arena *a, const elpis_chat_msg *in, size_t n, siz
     if (n <= sys + keep) return ELPIS_OK;
     elpis_chat_msg *m = elpis_arena_alloc(a, (n + 1) * sizeof *m, 0);
     if (!m) return ELPIS_ENOMEM;
-    size_t max_drop = n - sys - keep;
-    for (size_t k = 1; k <= max_drop + 1; k++) {
-        bool window = k > max_drop;   /* last try: no summary at all */
-        size_t drop = window ? max_drop : k, c = 0;
-        if (sys) m[c++] = in[0];
-        if (!window) {
-            const char *s = summary_of(a, in + sys, drop, summary_max);
-            if (!s) return ELPIS_ENOMEM;
-            m[c++] = (elpis_chat_msg){ "system", s };
-        }
-        for (size_t i = sys + drop; i < n; i++) m[c++] = in[i];
-        *out = (srv_compaction){ m, c, sys, drop, fits(ud, m, c), in + sys };
-        if (window || out->fit) return ELPIS_OK;
+    size_t lo = 1, hi = n - sys - keep, best = 0;   /* smallest drop in [lo, hi] that fits, if any */
+    while (lo <= hi) {
+        size_t mid = lo + (hi - lo) / 2, c = assemble(a, in, n, sys, mid, false, summary_max, m);
+        if (!c) return ELPIS_ENOMEM;
+        if (fits(ud, m, c)) best = mid, hi = mid - 1;
+        else lo = mid + 1;
     }
+    bool window = !best;   /* nothing fits with a summary: the bare sliding window */
+    size_t drop = window ? n - sys - keep : best, c = assemble(a, in, n, sys, drop, window, summary_max, m);
+    if (!c) return ELPIS_ENOMEM;
+    *out = (srv_compaction){ m, c, sys, drop, !window || fits(ud, m, c), in + sys };
     return ELPIS_OK;
 }
 

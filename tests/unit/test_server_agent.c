@@ -283,6 +283,7 @@ static void test_compact_summary(void **state) {
     snprintf(want, sizeof want, "%s: message %02zu", m[out.n_dropped].role, out.n_dropped - 1);
     assert_non_null(strstr(out.msgs[1].content, want));
     for (size_t i = 0; i < 4; i++) assert_ptr_equal(out.msgs[out.n - 1 - i].content, m[20 - i].content);
+    assert_true(b.calls <= 7);   /* bisection: 1 + log2(16) + the final check, not one render per message */
     assert_true(fits_chars(&b, out.msgs, out.n));
     elpis_arena_free(&a);
 }
