@@ -6,9 +6,13 @@
  *   - Unknown fields are ignored. A known field with a wrong type or a value
  *     outside its range is a 400 whose `param` names the field.
  *   - Chat: `messages` (role + content string or text parts), or the shorthand
- *     `prompt` string as one user message. Rendered with the model's chat
- *     template (add_generation_prompt) and tokenized with add_special and
- *     parse_special (the template's own markers must become control tokens).
+ *     `prompt` string as one user message. Tool results (role "tool") become
+ *     "[Tool result for NAME]:\n..." user messages and assistant tool_calls
+ *     ```tool_call blocks (spec §6; no template here has a tool role).
+ *     agent.c adds the system prompt, tools, memories and compaction, then
+ *     renders with the model's chat template (add_generation_prompt);
+ *     tokenized with add_special and parse_special (the template's own
+ *     markers must become control tokens).
  *   - Text completions: `prompt` string (or an array of one string),
  *     tokenized with BOS and without parse_special, so user text cannot
  *     inject control tokens.
