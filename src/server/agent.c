@@ -2,7 +2,8 @@
  * client gets it (spec §5.1-5.4, §6).
  *
  * AROUND THE MODEL (a chat request on the local engine; with --upstream the
- * request goes out as the client sent it and none of this applies)
+ * request goes out as the client sent it and only steps 4 and 5 apply, to
+ * the text the upstream streams back)
  *   1. The system prompt: the client's first system message, else
  *      server.system_prompt. With OpenAI `tools`, the spec's tool section
  *      (```tool_call format, "### Available Tools") is appended to it.
@@ -296,6 +297,7 @@ bool srv_agent_parse(srv_req *r, json_t *o, srv_api_error *e) {
             return reject(e, "reasoning_format", "reasoning_format must be \"parsed\" or \"none\"");
         a->parse_reasoning = !strcmp(v, "parsed");
     }
+    a->out = true;
     a->on = !s->up;
     a->tools = tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0);
     if (!a->on) return true;
@@ -386,8 +388,8 @@ done:
 /* The echo object gains "memories" and "compacted"; streams keep their text. */
 void srv_agent_prepared(srv_req *r) {
     srv_agent *a = &r->agent;
+    if (a->out) r->gen.keep_text = true;   /* tool calls and the auto-storage read the whole reply */
     if (!a->on) return;
-    r->gen.keep_text = true;   /* tool calls and the auto-storage read the whole reply */
     const char *echo = r->gen.echo;
     size_t len = echo ? strlen(echo) : 0;
     elpis_buf b = { 0 };
@@ -592,7 +594,7 @@ static void on_piece(void *ud, bool thought, const char *t, size_t n) {
 
 void srv_agent_stream_text(srv_req *r, const char *t, size_t n) {
     srv_agent *a = &r->agent;
-    if (!a->on || !a->parse_reasoning) {
+    if (!a->out || !a->parse_reasoning) {
         srv_sse_text(&r->out, &r->wire, t, n);
         return;
     }
@@ -608,7 +610,7 @@ void srv_agent_stream_finish(srv_req *r, const char *finish) {
     if (a->split_init) elpis_reason_flush(&a->split);
     elpis_buf answer = { 0 }, delta = { 0 };
     char *calls = NULL;
-    if (a->on && a->tools && answer_of(r, &answer, NULL) == ELPIS_OK)
+    if (a->out && a->tools && answer_of(r, &answer, NULL) == ELPIS_OK)
         calls = tool_calls_json(answer.data ? answer.data : "", NULL, true);
     if (calls && elpis_buf_printf(&delta, "{\"tool_calls\":%s}", calls) == ELPIS_OK)
         srv_sse_finish_delta(&r->out, &r->wire, delta.data, "tool_calls");
@@ -629,7 +631,7 @@ static void trim(elpis_buf *b) {
 
 elpis_status srv_agent_final_body(srv_req *r, elpis_buf *b, const char *finish, const elpis_req_status *st) {
     srv_agent *a = &r->agent;
-    if (!a->on)
+    if (!a->out)
         return srv_final_body(b, &r->wire, r->text.data ? r->text.data : "", r->text.len, NULL, finish, st->n_prompt,
                               st->n_generated, st->n_cached);
     elpis_buf answer = { 0 }, thought = { 0 }, stripped = { 0 };

@@ -158,7 +158,8 @@ bool srv_api_detokenize(srv_req *r, elpis_buf *out, srv_api_error *e);
  * compaction, the tool section) and reads out of its text (reasoning,
  * tool calls). Everything is arena memory except the marked fields. */
 typedef struct srv_agent {
-    bool on;                           /* a chat request on the local engine: the features below apply */
+    bool out;                          /* a chat request: its reply is parsed (reasoning, tool calls) */
+    bool on;                           /* ... on the local engine: memories, compaction, tool section too */
     bool parse_reasoning;              /* "reasoning_format": "parsed" (default) */
     bool tools;                        /* the request had `tools`: parse tool calls */
     bool recall, store;                /* memory retrieval before / auto-storage after */

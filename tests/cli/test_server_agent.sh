@@ -11,14 +11,18 @@
 #     replaced, and the dropped messages are staged into memory;
 #   - the request fields: reasoning_format, tools, tool messages and
 #     assistant tool_calls are accepted, bad values are 400 naming the field.
-# The model never writes reasoning tags or tool calls, so their parsing is
-# covered by tests/unit/test_server_agent.c.
+#   - output parsing end to end: the tiny model never writes reasoning tags
+#     or tool calls, so a second server runs with --upstream pointing at the
+#     scripted fake (tests/cli/chat_fake_server.mjs), whose raw text has them:
+#     reasoning_content, tool_calls and finish_reason "tool_calls", stream and
+#     non-stream (the split at every byte position: tests/unit/test_server_agent.c).
 source "$(dirname "$0")/lib.sh"
 MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 [ -f "$MODEL" ] || { bad "model present" "$MODEL missing"; finish; exit 1; }
 command -v node >/dev/null || { bad "node present"; finish; exit 1; }
 
-trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
+FAKE_PID=""
+trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 # the "elpis" object of the last event of an SSE body that has one
 sse_elpis() { grep '"elpis"' <<<"$1" | tail -1 | sed 's/^data: //'; }
 chat() {   # chat USER-TEXT [EXTRA-JSON-FIELDS]
@@ -98,6 +102,42 @@ assert_eq "--memory-context 0: no memories" 0 "$(jget "$(body_of "$r")" .elpis.m
 http POST /v1/chat/completions "$(chat 'Please remember the bird is called Plover.')" >/dev/null
 r=$(http GET '/v1/memories?q=Plover&n=5')
 assert_eq "--auto-store 0: nothing stored" "0" "$(jget "$(body_of "$r")" '.results.filter((m) => m.content.includes("Plover")).length')"
+srv_stop
+
+# ---- 6. output parsing end to end (--upstream: the scripted fake server's raw text) ----------------------------------
+node "$(dirname "$0")/chat_fake_server.mjs" "$TMP/fake.port" "$TMP/fake.log" 2>"$TMP/fake.err" &
+FAKE_PID=$!
+for _ in $(seq 100); do [ -s "$TMP/fake.port" ] && break; sleep 0.1; done
+[ -s "$TMP/fake.port" ] || { bad "fake server starts" "$(cat "$TMP/fake.err")"; finish; exit 1; }
+srv_start up --data-dir :memory: --upstream "http://127.0.0.1:$(cat "$TMP/fake.port")"
+LIST_TOOLS='{"tools":[{"type":"function","function":{"name":"list_directory"}}]}'
+r=$(http POST /v1/chat/completions "$(chat think)")
+assert_eq "reasoning: content without the block" "The answer is 42." "$(jget "$(body_of "$r")" '.choices[0].message.content')"
+assert_eq "reasoning: reasoning_content" "The user wants a thought." "$(jget "$(body_of "$r")" '.choices[0].message.reasoning_content')"
+r=$(http POST /v1/chat/completions "$(chat think '{"reasoning_format":"none"}')")
+assert_eq "reasoning_format none: the raw text" "<reasoning>The user wants a thought.</reasoning>The answer is 42." \
+  "$(jget "$(body_of "$r")" '.choices[0].message.content')"
+s=$(curl -s -N "$URL/v1/chat/completions" -H 'Content-Type: application/json' --data-binary "$(chat think '{"stream":true}')")
+deltas() { grep '^data: {' <<<"$1" | sed 's/^data: //' | node -e 'let t="";process.stdin.on("data",(d)=>t+=d).on("end",()=>{
+  console.log(t.trim().split("\n").map((l)=>JSON.parse(l).choices[0]).filter(Boolean).map((c)=>c.delta[process.argv[1]]||"").join(""))})' "$2"; }
+assert_eq "stream: delta.reasoning_content" "The user wants a thought." "$(deltas "$s" reasoning_content)"
+assert_eq "stream: delta.content" "The answer is 42." "$(deltas "$s" content)"
+r=$(http POST /v1/chat/completions "$(chat list "$LIST_TOOLS")")
+assert_eq "tool call: finish_reason tool_calls" tool_calls "$(jget "$(body_of "$r")" '.choices[0].finish_reason')"
+assert_eq "tool call: name and arguments" 'list_directory {"dir_path":"."}' \
+  "$(jget "$(body_of "$r")" '.choices[0].message.tool_calls.map((c) => c.function.name + " " + c.function.arguments).join()')"
+assert_eq "tool call: id call_ + 12 hex, type function" "true" \
+  "$(jget "$(body_of "$r")" '.choices[0].message.tool_calls.every((c) => /^call_[0-9a-f]{12}$/.test(c.id) && c.type === "function")')"
+assert_eq "tool call: the block is stripped from content" "I will use a tool." "$(jget "$(body_of "$r")" '.choices[0].message.content')"
+r=$(http POST /v1/chat/completions "$(chat list)")
+assert_eq "no tools in the request: no tool_calls" "stop undefined" \
+  "$(jget "$(body_of "$r")" '.choices.map((c) => c.finish_reason + " " + c.message.tool_calls)[0]')"
+s=$(curl -s -N "$URL/v1/chat/completions" -H 'Content-Type: application/json' --data-binary "$(chat list "$(node -e \
+  'console.log(JSON.stringify(Object.assign({stream:true}, JSON.parse(process.argv[1]))))' "$LIST_TOOLS")")")
+last=$(grep '"finish_reason":"' <<<"$s" | tail -1 | sed 's/^data: //')
+assert_eq "stream: the finish chunk carries tool_calls" 'tool_calls 0 list_directory' \
+  "$(jget "$last" '.choices.map((c) => [c.finish_reason, c.delta.tool_calls[0].index, c.delta.tool_calls[0].function.name].join(" "))[0]')"
+assert_contains "stream: the raw block went out as text first" "$(deltas "$s" content)" '```tool_call'
 srv_stop
 
 finish

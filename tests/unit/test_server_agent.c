@@ -23,7 +23,7 @@ static srv_req *new_req(bool parse_reasoning, bool tools) {
     srv_req *r = calloc(1, sizeof *r);
     assert_non_null(r);
     r->wire = (srv_wire){ SRV_CHAT, "chatcmpl-test", "m", 1, false, NULL };
-    r->agent.on = true;
+    r->agent.on = r->agent.out = true;
     r->agent.parse_reasoning = parse_reasoning;
     r->agent.tools = tools;
     return r;
