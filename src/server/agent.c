@@ -253,7 +253,10 @@ static bool system_prompt(srv_req *r, json_t *tools, srv_api_error *e) {
     elpis_buf b = { 0 };
     elpis_buf_puts(&b, base ? base : "");
     if (a->tools && !tool_section(&b, tools, e)) goto fail;
-    if (!b.len) return true;
+    if (!b.len) {   /* no system prompt at all: the conversation stays as sent */
+        elpis_buf_free(&b);
+        return true;
+    }
     const char *text = elpis_arena_strndup(&r->arena, b.data, b.len);
     elpis_chat_msg *m = own ? a->msgs : elpis_arena_alloc(&r->arena, (a->n_msgs + 1) * sizeof *m, 0);
     if (!text || !m) { oom(e); goto fail; }
