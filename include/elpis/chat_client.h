@@ -86,6 +86,12 @@ void elpis_tool_calls_free(elpis_tool_calls *c);
  * {"name": string, "arguments": object or JSON string}. Blocks that are not
  * such JSON are skipped, as the original did. Appends to *out. */
 elpis_status elpis_tool_calls_from_text(const char *text, elpis_tool_calls *out, elpis_error *err);
+/* A bare {"name":..,"arguments":..} object at the start of `text` (after
+ * blanks): appended to *out as a call, *consumed = its end; else nothing
+ * and *consumed = 0. */
+elpis_status elpis_tool_call_bare(const char *text, elpis_tool_calls *out, size_t *consumed, elpis_error *err);
+/* `text` from byte `skip` on, without its ```tool_call blocks, appended to *out. */
+elpis_status elpis_tool_calls_strip(const char *text, size_t skip, elpis_buf *out);
 
 /* ---- a streamed chat completion ---------------------------------------------------------- */
 
@@ -102,6 +108,7 @@ typedef struct elpis_reply {
     double valence, arousal;
     char quadrant[24];
     elpis_text_fn on_text;     /* each content delta, as it arrives (may be NULL) */
+    elpis_text_fn on_reasoning;/* each delta.reasoning_content (a server that parsed the thoughts); may be NULL */
     void *ud;
 } elpis_reply;
 

@@ -33,7 +33,9 @@
  * Endpoints (all JSON unless noted; errors use the OpenAI envelope
  * {"error":{"message","type","param","code"}}):
  *   POST /v1/chat/completions   stream (SSE) and non-stream; emotion-modulated
- *                               sampling and steering, echoed as "elpis":{...}
+ *                               sampling and steering, echoed as "elpis":{...};
+ *                               the agent loop (src/server/agent.c): memories,
+ *                               compaction, reasoning_content, tool_calls
  *   POST /v1/completions        stream (SSE) and non-stream, text_completion
  *   GET  /v1/psyche/emotion     {valence, arousal, quadrant}
  *   POST /v1/psyche/emotion     {event_type, intensity?} -> the new state, once durable
@@ -75,6 +77,9 @@ typedef struct elpis_server_config {
     double   stall_timeout_s;   /* a client that stops reading is cancelled after this */
     int32_t  max_connections;
     double   consolidate_interval_s; /* memory consolidation check period; 0: never */
+    int32_t  memory_context;    /* chat: inject relevant memories (1, default) or not (0) */
+    int32_t  auto_store;        /* chat: store important exchanges and compacted messages (1) or not (0) */
+    char    *system_prompt;     /* chat: used when the client sends no system message; NULL: none */
     /* [model] */
     char    *model_path;
     char    *model_alias;       /* id shown by /v1/models; default the model's name */

@@ -7,7 +7,8 @@
  *   sends all of it (plus the six tool definitions and any extra request
  *   fields), as the original client did. Per request:
  *     1. stream the reply; text goes through the reasoning splitter, so the
- *        front end gets answer text and thought text separately;
+ *        front end gets answer text and thought text separately (a server
+ *        that splits them itself sends delta.reasoning_content: thought text);
  *     2. tool calls come from OpenAI `tool_calls` if the server sent them,
  *        else from ```tool_call blocks in the answer text (never in thoughts);
  *     3. the assistant message is appended ONCE (the original appended it
@@ -175,9 +176,16 @@ static void on_split(void *ud, bool thought, const char *s, size_t n) {
     if (t->ui && t->ui->text) t->ui->text(t->ui->ud, thought, s, n);
 }
 
+/* Raw text may still carry tags (a server that does not parse them): split here too. */
 static void on_text(void *ud, const char *s, size_t n) {
     turn *t = ud;
     elpis_reason_feed(&t->reason, s, n);
+}
+
+/* Thoughts the server already split out. */
+static void on_reasoning(void *ud, const char *s, size_t n) {
+    turn *t = ud;
+    if (t->ui && t->ui->text) t->ui->text(t->ui->ud, true, s, n);
 }
 
 /* Extra fields first, so they cannot replace the messages or turn streaming off. */
@@ -200,6 +208,7 @@ static elpis_status request_once(turn *t, elpis_reply *r, elpis_error *err) {
     t->answer.len = 0;
     elpis_reason_init(&t->reason, on_split, t);
     elpis_reply_init(r, on_text, t);
+    r->on_reasoning = on_reasoning;
     if (ui && ui->reply_begin) ui->reply_begin(ui->ud);
     elpis_status st = elpis_client_stream(t->a->client, "/v1/chat/completions", req, r, ui ? ui->poll_fd : -1, turn_poll, t, err);
     elpis_reason_flush(&t->reason);

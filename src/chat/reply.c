@@ -3,7 +3,9 @@
  * Each SSE payload is either "[DONE]" or a JSON object:
  *   {"choices":[{"delta":{"role"?, "content"?, "tool_calls"?}, "finish_reason"}], "elpis"?}
  *   {"error":{"message",...}}   (after the 200 status, e.g. "superseded")
- * Content deltas are appended to r->content and passed to on_text at once.
+ * Content deltas are appended to r->content and passed to on_text at once;
+ * delta.reasoning_content (`elpis serve` and llama-server parse the model's
+ * thoughts out of the text) goes to on_reasoning and is not content.
  * OpenAI tool-call deltas arrive in pieces keyed by "index": the first piece
  * of a call carries id and function.name, later ones append to
  * function.arguments. They are merged into r->calls[index]; when the reply
@@ -81,6 +83,9 @@ static elpis_status finish_calls(elpis_reply *r, elpis_error *err) {
 
 static elpis_status on_delta(elpis_reply *r, json_t *delta, elpis_error *err) {
     json_t *content = json_object_get(delta, "content"), *calls = json_object_get(delta, "tool_calls");
+    json_t *thought = json_object_get(delta, "reasoning_content");
+    if (json_is_string(thought) && json_string_length(thought) > 0 && r->on_reasoning)
+        r->on_reasoning(r->ud, json_string_value(thought), json_string_length(thought));
     if (json_is_string(content) && json_string_length(content) > 0) {
         const char *t = json_string_value(content);
         size_t n = json_string_length(content);

@@ -12,6 +12,9 @@
  * to case (as the [0116] client did), and a block left open at the end of a
  * reply (the model stopped before the closing fence) is still read. Blocks
  * that do not decode to {"name": string, ...} are skipped, never fatal.
+ * The server (src/server/agent.c) uses the same parser, plus the [0116]
+ * fallback of a bare leading {"name":..,"arguments":..} object, and strips
+ * the blocks from the content it returns.
  */
 #include "chat_internal.h"
 
@@ -178,4 +181,37 @@ elpis_status elpis_tool_calls_from_text(const char *text, elpis_tool_calls *out,
         p = end ? end + 3 : body + n;
     }
     return ELPIS_OK;
+}
+
+/* Bytes of the JSON value at the start of s (after blanks), 0 if none. */
+static size_t json_prefix(const char *s, size_t *lead) {
+    size_t i = 0;
+    while (isspace((unsigned char)s[i])) i++;
+    *lead = i;
+    if (s[i] != '{') return 0;
+    json_error_t je;
+    json_t *o = json_loads(s + i, JSON_DISABLE_EOF_CHECK, &je);
+    size_t n = o ? (size_t)je.position : 0;
+    json_decref(o);
+    return n;
+}
+
+elpis_status elpis_tool_call_bare(const char *text, elpis_tool_calls *out, size_t *consumed, elpis_error *err) {
+    size_t lead, n = json_prefix(text ? text : "", &lead), before = out->n;
+    *consumed = 0;
+    if (!n) return ELPIS_OK;
+    elpis_status st = add_block(text + lead, n, out, err);
+    if (st == ELPIS_OK && out->n > before) *consumed = lead + n;
+    return st;
+}
+
+elpis_status elpis_tool_calls_strip(const char *text, size_t skip, elpis_buf *out) {
+    const char *p = text ? text + skip : "";
+    elpis_status st = ELPIS_OK;
+    for (const char *f; st == ELPIS_OK && (f = find_fence(p));) {
+        st = elpis_buf_append(out, p, (size_t)(f - p));
+        const char *end = strstr(f + sizeof FENCE - 1, "```");
+        p = end ? end + 3 : f + strlen(f);
+    }
+    return st == ELPIS_OK ? elpis_buf_puts(out, p) : st;
 }

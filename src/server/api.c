@@ -6,9 +6,13 @@
  *   - Unknown fields are ignored. A known field with a wrong type or a value
  *     outside its range is a 400 whose `param` names the field.
  *   - Chat: `messages` (role + content string or text parts), or the shorthand
- *     `prompt` string as one user message. Rendered with the model's chat
- *     template (add_generation_prompt) and tokenized with add_special and
- *     parse_special (the template's own markers must become control tokens).
+ *     `prompt` string as one user message. Tool results (role "tool") become
+ *     "[Tool result for NAME]:\n..." user messages and assistant tool_calls
+ *     ```tool_call blocks (spec §6; no template here has a tool role).
+ *     agent.c adds the system prompt, tools, memories and compaction, then
+ *     renders with the model's chat template (add_generation_prompt);
+ *     tokenized with add_special and parse_special (the template's own
+ *     markers must become control tokens).
  *   - Text completions: `prompt` string (or an array of one string),
  *     tokenized with BOS and without parse_special, so user text cannot
  *     inject control tokens.
@@ -22,6 +26,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -196,7 +201,10 @@ static const char *indexed(srv_req *r, const char *fmt, size_t idx) {
 static const char *message_text(srv_req *r, json_t *c, size_t idx, srv_api_error *e) {
     const char *param = indexed(r, "messages[%zu].content", idx);
     if (!c || json_is_null(c)) return "";
-    if (json_is_string(c)) return json_string_value(c);
+    if (json_is_string(c)) {   /* copied: the tree is released before the prompt is rendered (agent.c) */
+        char *s = elpis_arena_strndup(&r->arena, json_string_value(c), json_string_length(c));
+        return s ? s : (fail(e, NULL, NULL, "out of memory"), NULL);
+    }
     if (!json_is_array(c)) return fail(e, param, "invalid_type", "%s must be a string or an array of text parts", param), NULL;
     elpis_buf b = { 0 };
     for (size_t k = 0; k < json_array_size(c); k++) {
@@ -212,7 +220,74 @@ static const char *message_text(srv_req *r, json_t *c, size_t idx, srv_api_error
     return s;
 }
 
-static bool render_chat(srv_req *r, json_t *o, elpis_buf *text, srv_api_error *e) {
+/* An assistant message's tool_calls written back as the ```tool_call blocks
+ * the model was taught (spec §5.4), after its text: the model sees its own
+ * calls in the format it produces them. */
+static const char *with_calls(srv_req *r, const char *text, json_t *calls) {
+    if (strcasestr(text, "```tool_call")) return text;   /* streamed replies keep the blocks in their content */
+    elpis_buf b = { 0 };
+    elpis_buf_puts(&b, text);
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c) {
+        json_t *fn = json_object_get(c, "function"), *args = json_object_get(fn, "arguments");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (!name) continue;
+        json_t *call = json_pack("{s:s}", "name", name);
+        json_t *av = json_is_string(args) ? json_loads(json_string_value(args), 0, NULL) : json_incref(args);
+        if (call && json_is_object(av)) json_object_set(call, "arguments", av);
+        char *j = call ? json_dumps(call, JSON_COMPACT) : NULL;
+        if (j) elpis_buf_printf(&b, "%s```tool_call\n%s\n```", b.len ? "\n\n" : "", j);
+        free(j);
+        json_decref(av);
+        json_decref(call);
+    }
+    const char *s = elpis_arena_strndup(&r->arena, b.data ? b.data : "", b.len);
+    elpis_buf_free(&b);
+    return s;
+}
+
+/* The tool name for a tool message: its "name", else the name of the
+ * earlier assistant call with its tool_call_id, else "tool". */
+static const char *tool_name(json_t *msgs, size_t upto, json_t *mi) {
+    const char *name = json_string_value(json_object_get(mi, "name"));
+    const char *id = json_string_value(json_object_get(mi, "tool_call_id"));
+    for (size_t i = upto; !name && id && i-- > 0;) {
+        json_t *calls = json_object_get(json_array_get(msgs, i), "tool_calls"), *c;
+        size_t k;
+        json_array_foreach(calls, k, c) {
+            const char *cid = json_string_value(json_object_get(c, "id"));
+            if (cid && !strcmp(cid, id)) name = json_string_value(json_object_get(json_object_get(c, "function"), "name"));
+        }
+    }
+    return name ? name : "tool";
+}
+
+/* One message into *m. Tool results become the spec's user message
+ * "[Tool result for NAME]:\n..." (§6 step 4): no template here has a tool role. */
+static bool one_message(srv_req *r, json_t *msgs, size_t i, elpis_chat_msg *m, srv_api_error *e) {
+    json_t *mi = json_array_get(msgs, i), *role = json_object_get(mi, "role");
+    if (!json_is_object(mi) || !json_is_string(role)) {
+        const char *param = indexed(r, "messages[%zu].role", i);
+        return fail(e, param, "invalid_value", "%s must be a string", param);
+    }
+    m->role = json_string_value(role);
+    if (!(m->content = message_text(r, json_object_get(mi, "content"), i, e))) return false;
+    json_t *calls = json_object_get(mi, "tool_calls");
+    if (!strcmp(m->role, "assistant") && json_is_array(calls) && json_array_size(calls))
+        m->content = with_calls(r, m->content, calls);
+    if (!strcmp(m->role, "tool")) {
+        elpis_buf b = { 0 };
+        elpis_buf_printf(&b, "[Tool result for %s]:\n%s", tool_name(msgs, i, mi), m->content);
+        m->role = "user";
+        m->content = b.data ? elpis_arena_strndup(&r->arena, b.data, b.len) : NULL;
+        elpis_buf_free(&b);
+    }
+    m->role = elpis_arena_strndup(&r->arena, m->role, strlen(m->role));
+    return (m->role && m->content) || fail(e, NULL, NULL, "out of memory");
+}
+
+bool srv_chat_messages(srv_req *r, json_t *o, elpis_chat_msg **out, size_t *n_out, srv_api_error *e) {
     json_t *msgs = json_object_get(o, "messages"), *prompt = json_object_get(o, "prompt");
     elpis_chat_msg *m;
     size_t n;
@@ -221,24 +296,18 @@ static bool render_chat(srv_req *r, json_t *o, elpis_buf *text, srv_api_error *e
             return fail(e, "messages", "invalid_value", "messages must be a non-empty array");
         n = json_array_size(msgs);
         if (!(m = elpis_arena_alloc(&r->arena, n * sizeof *m, 0))) return fail(e, NULL, NULL, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-            json_t *mi = json_array_get(msgs, i), *role = json_object_get(mi, "role");
-            if (!json_is_object(mi) || !json_is_string(role)) {
-                const char *param = indexed(r, "messages[%zu].role", i);
-                return fail(e, param, "invalid_value", "%s must be a string", param);
-            }
-            m[i].role = json_string_value(role);
-            if (!(m[i].content = message_text(r, json_object_get(mi, "content"), i, e))) return false;
-        }
+        for (size_t i = 0; i < n; i++)
+            if (!one_message(r, msgs, i, &m[i], e)) return false;
     } else if (json_is_string(prompt)) {
         n = 1;
         if (!(m = elpis_arena_alloc(&r->arena, sizeof *m, 0))) return fail(e, NULL, NULL, "out of memory");
-        m[0] = (elpis_chat_msg){ "user", json_string_value(prompt) };
+        m[0] = (elpis_chat_msg){ "user", elpis_arena_strndup(&r->arena, json_string_value(prompt), json_string_length(prompt)) };
+        if (!m[0].content) return fail(e, NULL, NULL, "out of memory");
     } else {
         return fail(e, "messages", "missing_field", "messages (or a prompt string) is required");
     }
-    elpis_error err = { 0 };
-    if (elpis_chat_apply(r->srv->chat_family, m, n, true, text, &err) != ELPIS_OK) return fail(e, "messages", NULL, "%s", err.msg);
+    *out = m;
+    *n_out = n;
     return true;
 }
 
@@ -250,7 +319,7 @@ static bool text_prompt(json_t *o, elpis_buf *text, srv_api_error *e) {
     return true;
 }
 
-static bool tokenize_prompt(srv_req *r, const elpis_buf *text, bool parse_special, srv_api_error *e) {
+bool srv_tokenize_prompt(srv_req *r, const elpis_buf *text, bool parse_special, srv_api_error *e) {
     elpis_error err = { 0 };
     const elpis_vocab *v = r->srv->model->vocab;
     if (elpis_tokenize(v, text->data ? text->data : "", text->len, true, parse_special, &r->gen.prompt, &err) != ELPIS_OK)
@@ -273,8 +342,12 @@ bool srv_parse_gen(srv_req *r, srv_kind kind, srv_api_error *e) {
     json_t *o = load_object(r, e);
     if (!o) return false;
     if (!parse_common(r, o, e)) goto done;
-    if (kind == SRV_CHAT ? !render_chat(r, o, &text, e) : !text_prompt(o, &text, e)) goto done;
-    ok = tokenize_prompt(r, &text, kind == SRV_CHAT, e);
+    if (kind == SRV_CHAT) {   /* agent.c: messages, tools, memories, compaction */
+        ok = srv_agent_parse(r, o, e) && (r->agent.recall || srv_agent_render(r, e));
+        goto done;
+    }
+    if (!text_prompt(o, &text, e)) goto done;
+    ok = srv_tokenize_prompt(r, &text, false, e);
 done:
     /* params that point into the tree were copied into the arena; drop it */
     elpis_buf_free(&text);

@@ -55,6 +55,9 @@ static const cfg_key KEYS[] = {
     { "server", "max_connections", "max-connections", CFG_INT, OFF(max_connections), 4, 60000, "concurrent HTTP connections" },
     { "server", "data_dir", "data-dir", CFG_STR, OFF(psyche.data_dir), 0, 0, "emotion state and memories: DIR/elpis.db (default $XDG_DATA_HOME/elpis; :memory: keeps nothing)" },
     { "server", "consolidate_interval", "consolidate-interval", CFG_SECONDS, OFF(consolidate_interval_s), 0, 86400 * 7, "seconds between memory consolidation checks (0: never)" },
+    { "server", "memory_context", "memory-context", CFG_INT, OFF(memory_context), 0, 1, "chat: inject relevant memories before the last user message (1, default; 0: off)" },
+    { "server", "auto_store", "auto-store", CFG_INT, OFF(auto_store), 0, 1, "chat: store important exchanges and compacted messages (1, default; 0: off)" },
+    { "server", "system_prompt", "system-prompt", CFG_STR, OFF(system_prompt), 0, 0, "chat: system prompt when the client sends none" },
     { "server", "upstream", "upstream", CFG_STR, OFF(upstream), 0, 0, "OpenAI-compatible base URL(s), comma-separated: generation goes there, not to the local engine" },
     { "server", "upstream_key", "upstream-key", CFG_STR, OFF(upstream_key), 0, 0, "bearer key for --upstream (never logged)" },
     { "server", "upstream_model", "upstream-model", CFG_STR, OFF(upstream_model), 0, 0, "model name sent to --upstream (default: the client's)" },
@@ -86,6 +89,8 @@ void elpis_server_config_init(elpis_server_config *c) {
     c->stall_timeout_s = 30;
     c->max_connections = 256;
     c->consolidate_interval_s = 300;   /* the original's consolidation check_interval */
+    c->memory_context = 1;
+    c->auto_store = 1;
     c->temperature = 0.7;
     c->top_p = 0.9;
     c->upstream_connect_timeout_s = 10;
@@ -106,6 +111,7 @@ void elpis_server_config_free(elpis_server_config *c) {
     free(c->model_path);
     free(c->model_alias);
     free(c->upstream);
+    free(c->system_prompt);
     free(c->upstream_key);
     free(c->upstream_model);
     elpis_psyche_config_free(&c->psyche);

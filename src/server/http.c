@@ -177,6 +177,7 @@ static srv_req *req_new(elpis_server *s, struct MHD_Connection *conn) {
 }
 
 static void req_free(srv_req *r) {
+    srv_agent_free(r);
     elpis_request_unref(r->req);
     elpis_tokens_free(&r->gen.prompt);
     free(r->gen.steering);

@@ -49,6 +49,8 @@
 
 #include "elpis/base.h"
 #include "elpis/chat.h"
+#include "elpis/chat_client.h"
+#include "elpis/memory.h"
 #include "elpis/model.h"
 #include "elpis/sched.h"
 #include "elpis/server.h"
@@ -101,9 +103,19 @@ elpis_status srv_sse_done(elpis_buf *b);
 elpis_status srv_sse_ping(elpis_buf *b);
 /* {"error":{"message":..,"type":..,"param":..|null,"code":..|null}} */
 elpis_status srv_error_body(elpis_buf *b, const char *type, const char *param, const char *code, const char *msg);
-/* The whole non-stream body (chat.completion or text_completion). */
-elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, size_t n, const char *finish,
-                            int32_t n_prompt, int32_t n_gen, int32_t n_cached);
+/* delta {"<field>": t} (field: "content" or "reasoning_content"). */
+elpis_status srv_sse_delta(elpis_buf *b, const srv_wire *w, const char *field, const char *t, size_t n);
+/* The finish chunk with a delta (JSON object text, "{}" for none). */
+elpis_status srv_sse_finish_delta(elpis_buf *b, const srv_wire *w, const char *delta_json, const char *finish_reason);
+/* What a chat message carries besides its content (agent.c). */
+typedef struct srv_extra {
+    const char *reasoning;             /* message.reasoning_content, or NULL */
+    size_t n_reasoning;
+    const char *tool_calls;            /* message.tool_calls (a JSON array's text), or NULL; content null if empty */
+} srv_extra;
+/* The whole non-stream body (chat.completion or text_completion); x may be NULL. */
+elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, size_t n, const srv_extra *x,
+                            const char *finish, int32_t n_prompt, int32_t n_gen, int32_t n_cached);
 
 /* ---- request parsing (api.c) --------------------------------------------------------- */
 typedef struct srv_api_error {
@@ -132,9 +144,70 @@ struct json_t *srv_body_json(srv_req *r, srv_api_error *e);
 /* Parse a completion body (JSON in r->body) into r->gen, prompt tokens
  * included. false and *e filled on a client error. */
 bool srv_parse_gen(srv_req *r, srv_kind kind, srv_api_error *e);
+/* Chat `messages` (or a `prompt` string) into arena copies; tool results
+ * and assistant tool_calls are written in the text format of spec §5.4/§6. */
+bool srv_chat_messages(srv_req *r, struct json_t *o, elpis_chat_msg **m, size_t *n, srv_api_error *e);
+/* Tokenize the rendered prompt into r->gen.prompt; caps max_tokens by the room left. */
+bool srv_tokenize_prompt(srv_req *r, const elpis_buf *text, bool parse_special, srv_api_error *e);
 /* Bodies of /tokenize and /detokenize; false and *e on a client error. */
 bool srv_api_tokenize(srv_req *r, elpis_buf *out, srv_api_error *e);
 bool srv_api_detokenize(srv_req *r, elpis_buf *out, srv_api_error *e);
+
+/* ---- the agent loop (agent.c) ---------------------------------------------------------------- */
+/* Per chat request: what the server adds around the model (memories,
+ * compaction, the tool section) and reads out of its text (reasoning,
+ * tool calls). Everything is arena memory except the marked fields. */
+typedef struct srv_agent {
+    bool out;                          /* a chat request: its reply is parsed (reasoning, tool calls) */
+    bool on;                           /* ... on the local engine: memories, compaction, tool section too */
+    bool parse_reasoning;              /* "reasoning_format": "parsed" (default) */
+    bool tools;                        /* the request had `tools`: parse tool calls */
+    bool recall, store;                /* memory retrieval before / auto-storage after */
+    elpis_chat_msg *msgs;              /* the conversation (system prompt and tool section included) */
+    size_t n_msgs;
+    size_t last_user;                  /* index of the last user message; n_msgs: none */
+    const char *memories;              /* "[Relevant memories]\n..." or NULL */
+    int n_memories;
+    size_t n_compacted;                /* messages replaced by the summary */
+    elpis_reason split;                /* stream: the reasoning splitter (malloc'd pending bytes) */
+    bool split_init;
+    bool stored;                       /* auto-storage queued (once) */
+} srv_agent;
+
+/* Test seam: the pure steps, no server needed. */
+typedef bool (*srv_fits_fn)(void *ud, const elpis_chat_msg *m, size_t n);
+typedef struct srv_compaction {
+    elpis_chat_msg *msgs;              /* arena: system prompt, summary, kept messages */
+    size_t n;
+    size_t first_dropped, n_dropped;   /* in[first_dropped .. +n_dropped) were replaced */
+    bool fit;                          /* false: even the sliding window is too long */
+    const elpis_chat_msg *dropped;     /* in + first_dropped */
+} srv_compaction;
+/* Fit in[0..n) (in[0] is kept when it is a system message) by replacing the
+ * oldest messages with one "[Previous conversation summary]" system message
+ * (at most summary_max bytes), keeping the last `keep`. *out is `in` itself
+ * when it already fits; when even the most compacted form does not fit, the
+ * summary is left out (a sliding window) and out->fit tells whether that fits. */
+elpis_status srv_compact(elpis_arena *a, const elpis_chat_msg *in, size_t n, size_t keep, size_t summary_max,
+                         srv_fits_fn fits, void *ud, srv_compaction *out);
+/* Spec §5.3: "[Relevant memories]\n1. [type] text" (summary when the content
+ * is over 200 chars, cut at 300 + "..."). malloc'd; NULL when no hits. */
+char *srv_format_memories(const elpis_memory_results *res);
+/* ```tool_call blocks and a bare leading {"name":..} object of `text` into
+ * *calls; *stripped (may be NULL) gets the text without them. */
+elpis_status srv_parse_tool_calls(const char *text, elpis_tool_calls *calls, elpis_buf *stripped, elpis_error *err);
+/* Should this exchange be stored? (§5.2: >= 0.6, or the user asked to remember.) */
+bool srv_should_store(const char *user, const char *answer, double valence, double arousal);
+
+bool srv_agent_parse(srv_req *r, struct json_t *o, srv_api_error *e);   /* MHD: body -> r->agent */
+bool srv_agent_render(srv_req *r, srv_api_error *e);                   /* memories + compaction + tokens */
+enum MHD_Result srv_agent_recall(srv_req *r);                          /* queue the retrieval; then launch */
+void srv_agent_prepared(srv_req *r);                                   /* after srv_emo_prepare: echo, keep_text */
+void srv_agent_stream_text(srv_req *r, const char *t, size_t n);       /* a text piece -> SSE deltas */
+void srv_agent_stream_finish(srv_req *r, const char *finish);          /* the finish chunk (tool_calls) */
+elpis_status srv_agent_final_body(srv_req *r, elpis_buf *b, const char *finish, const elpis_req_status *st);
+void srv_agent_final(srv_req *r);                                      /* final seen: queue the auto-storage */
+void srv_agent_free(srv_req *r);
 
 /* ---- slots, sessions (registry.c) ------------------------------------------------------- */
 typedef struct srv_slot {
@@ -208,6 +281,7 @@ struct srv_req {
     const char *path_arg;              /* prefix routes: the rest of the path (arena), e.g. a memory id */
     srv_job *job;                      /* phase WORK: the psyche job (see PSYCHE JOBS) */
     bool analysed;                     /* response analysis queued (once) */
+    srv_agent agent;                   /* chat: the agent loop's state (agent.c) */
 
     /* lock */
     srv_session *sess;
@@ -260,6 +334,8 @@ struct elpis_server {
 
 /* stream.c: completion requests */
 enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind);
+/* After parsing (and the memory retrieval): modulate, make, submit. */
+enum MHD_Result srv_gen_launch(srv_req *r);
 enum MHD_Result srv_gen_resume(srv_req *r);
 void srv_gen_completed(srv_req *r, enum MHD_RequestTerminationCode toe);
 void srv_wake_locked(srv_req *r);
@@ -282,6 +358,7 @@ elpis_status srv_metrics_render(elpis_server *s, elpis_buf *b);
 
 /* ---- the psyche worker (work.c) ---------------------------------------------------------------- */
 typedef void (*srv_job_fn)(elpis_server *s, srv_job *j);   /* worker thread; fills status and body */
+typedef enum MHD_Result (*srv_job_then)(srv_req *r, srv_job *j);   /* MHD thread: carry on instead of answering */
 
 struct srv_job {
     srv_job *next;
@@ -293,6 +370,7 @@ struct srv_job {
     char key[64];                      /* input: an id, a name */
     unsigned status;                   /* output: HTTP status */
     elpis_buf body;                    /* output: JSON body (an error envelope when status >= 400) */
+    srv_job_then then;                 /* set: called with the done job instead of answering from it */
 };
 
 srv_job *srv_job_new(srv_job_fn run);  /* NULL on OOM */

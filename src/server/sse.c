@@ -10,6 +10,10 @@
  * emotion echo, a top-level "elpis" object (w->elpis, see psyche_api.c);
  * OpenAI clients ignore unknown top-level fields. Errors after the 200 status go out as
  * `data: {"error":{...}}`. Comments (`: ping`) keep idle connections alive.
+ * Chat requests may split the text (agent.c): thoughts go out as
+ * delta.reasoning_content, and the finish chunk may carry delta.tool_calls;
+ * the non-stream message then has reasoning_content / tool_calls (llama-server's
+ * field names) and a null content when only tool calls are left.
  *
  * The events are written by hand rather than through jansson: they are
  * produced once per token, their shape is fixed, and the only variable parts
@@ -115,10 +119,26 @@ elpis_status srv_sse_text(elpis_buf *b, const srv_wire *w, const char *t, size_t
     return chunk_close(b, w);
 }
 
-elpis_status srv_sse_finish(elpis_buf *b, const srv_wire *w, const char *finish_reason) {
+elpis_status srv_sse_delta(elpis_buf *b, const srv_wire *w, const char *field, const char *t, size_t n) {
+    elpis_buf d = { 0 };
+    elpis_status st = elpis_buf_printf(&d, "{\"%s\":", field);
+    if (st == ELPIS_OK) st = srv_json_str(&d, t, n);
+    if (st == ELPIS_OK) st = elpis_buf_puts(&d, "}");
+    if (st == ELPIS_OK) st = chunk_open(b, w);
+    if (st == ELPIS_OK) st = choice(b, w, d.data, NULL, 0, NULL);
+    if (st == ELPIS_OK) st = chunk_close(b, w);
+    elpis_buf_free(&d);
+    return st;
+}
+
+elpis_status srv_sse_finish_delta(elpis_buf *b, const srv_wire *w, const char *delta_json, const char *finish_reason) {
     TRY(chunk_open(b, w));
-    TRY(choice(b, w, "{}", "", 0, finish_reason));
+    TRY(choice(b, w, delta_json, "", 0, finish_reason));
     return chunk_close_ex(b, w, true);
+}
+
+elpis_status srv_sse_finish(elpis_buf *b, const srv_wire *w, const char *finish_reason) {
+    return srv_sse_finish_delta(b, w, "{}", finish_reason);
 }
 
 static elpis_status usage_obj(elpis_buf *b, int32_t n_prompt, int32_t n_gen, int32_t n_cached) {
@@ -157,8 +177,24 @@ elpis_status srv_sse_error(elpis_buf *b, const char *type, const char *code, con
 elpis_status srv_sse_done(elpis_buf *b) { return elpis_buf_puts(b, "data: [DONE]\n\n"); }
 elpis_status srv_sse_ping(elpis_buf *b) { return elpis_buf_puts(b, ": ping\n\n"); }
 
-elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, size_t n, const char *finish,
-                            int32_t n_prompt, int32_t n_gen, int32_t n_cached) {
+/* The chat message: content (null when only tool calls), reasoning_content, tool_calls. */
+static elpis_status message(elpis_buf *b, const char *text, size_t n, const srv_extra *x) {
+    TRY(elpis_buf_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":"));
+    if (x && x->tool_calls && n == 0) TRY(elpis_buf_puts(b, "null"));
+    else TRY(srv_json_str(b, text, n));
+    if (x && x->reasoning) {
+        TRY(elpis_buf_puts(b, ",\"reasoning_content\":"));
+        TRY(srv_json_str(b, x->reasoning, x->n_reasoning));
+    }
+    if (x && x->tool_calls) {
+        TRY(elpis_buf_puts(b, ",\"tool_calls\":"));
+        TRY(elpis_buf_puts(b, x->tool_calls));
+    }
+    return elpis_buf_puts(b, "}");
+}
+
+elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, size_t n, const srv_extra *x,
+                            const char *finish, int32_t n_prompt, int32_t n_gen, int32_t n_cached) {
     TRY(elpis_buf_puts(b, "{\"id\":"));
     TRY(srv_json_str(b, w->id, strlen(w->id)));
     TRY(elpis_buf_printf(b, ",\"object\":\"%s\",\"created\":%lld,\"model\":",
@@ -166,9 +202,7 @@ elpis_status srv_final_body(elpis_buf *b, const srv_wire *w, const char *text, s
     TRY(srv_json_str(b, w->model, strlen(w->model)));
     TRY(elpis_buf_puts(b, ",\"choices\":[{\"index\":0,"));
     if (w->kind == SRV_CHAT) {
-        TRY(elpis_buf_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":"));
-        TRY(srv_json_str(b, text, n));
-        TRY(elpis_buf_puts(b, "}"));
+        TRY(message(b, text, n, x));
     } else {
         TRY(elpis_buf_puts(b, "\"text\":"));
         TRY(srv_json_str(b, text, n));

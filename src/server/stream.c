@@ -2,7 +2,10 @@
  *
  * LIFE OF A COMPLETION REQUEST (all on the MHD thread unless noted)
  * ----------------------------------------------------------------
- *   srv_gen_start    parse + tokenize (api.c), emotional modulation and
+ *   srv_gen_start    parse + tokenize (api.c, agent.c; a chat request that
+ *                    recalls memories first waits for the psyche worker,
+ *                    phase WORK, then carries on in srv_gen_launch),
+ *                    emotional modulation and
  *                    steering (psyche_api.c), elpis_request_new, take a
  *                    slot (the notify handle), log stream_start, claim the
  *                    session (registry.c). Then either
@@ -172,6 +175,7 @@ static void on_final(srv_req *r) {
     pthread_mutex_lock(&r->srv->lock);
     srv_session_on_final(r->srv, r);
     pthread_mutex_unlock(&r->srv->lock);
+    srv_agent_final(r);   /* auto-storage, queued before the answer goes out */
 }
 
 static const char *finish_reason(const elpis_req_status *st) {
@@ -190,7 +194,7 @@ static void stream_final_events(srv_req *r) {
     bool normal = st->state == ELPIS_REQ_DONE ||
                   (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SHUTDOWN);
     if (normal) {
-        srv_sse_finish(&r->out, &r->wire, finish_reason(st));
+        srv_agent_stream_finish(r, finish_reason(st));
         if (r->wire.include_usage) srv_sse_usage(&r->out, &r->wire, st->n_prompt, st->n_generated, st->n_cached);
     } else if (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SUPERSEDED) {
         superseded_msg(r, msg, sizeof msg);
@@ -211,8 +215,8 @@ static bool produce(srv_req *r) {
     char text[READ_CHUNK];
     size_t n = elpis_request_read(r->req, text, sizeof text, &r->st);
     if (n > 0) {
-        srv_sse_text(&r->out, &r->wire, text, n);
-        if (r->gen.keep_text) elpis_buf_append(&r->text, text, n);   /* for the response analysis */
+        if (r->gen.keep_text) elpis_buf_append(&r->text, text, n);   /* response analysis, tool calls */
+        srv_agent_stream_text(r, text, n);
         return true;
     }
     if (!elpis_req_state_final(r->st.state)) return false;
@@ -279,8 +283,7 @@ static enum MHD_Result respond_final(srv_req *r) {
     bool normal = st->state == ELPIS_REQ_DONE ||
                   (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SHUTDOWN);
     if (normal) {
-        srv_final_body(&b, &r->wire, r->text.data ? r->text.data : "", r->text.len, finish_reason(st), st->n_prompt,
-                       st->n_generated, st->n_cached);
+        srv_agent_final_body(r, &b, finish_reason(st), st);
         return respond_buf(r, MHD_HTTP_OK, "application/json", &b, false);
     }
     if (st->state == ELPIS_REQ_CANCELLED) {
@@ -401,11 +404,20 @@ static enum MHD_Result wait_prev(srv_req *r) {
 enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind) {
     elpis_server *s = r->srv;
     srv_api_error e = { 0 };
-    elpis_error err = { 0 };
     if (atomic_load(&s->draining))
         return respond_unavailable(r, ELPIS_ECANCELLED, "the server is shutting down");
-    if (!read_session(r, &e) || !srv_parse_gen(r, kind, &e) || !srv_emo_prepare(r, &e)) return srv_respond_api_error(r, &e);
-    setup_wire(r, kind);
+    if (!read_session(r, &e) || !srv_parse_gen(r, kind, &e)) return srv_respond_api_error(r, &e);
+    if (r->agent.recall) return srv_agent_recall(r);   /* the psyche worker searches first, then srv_gen_launch */
+    return srv_gen_launch(r);
+}
+
+enum MHD_Result srv_gen_launch(srv_req *r) {
+    elpis_server *s = r->srv;
+    srv_api_error e = { 0 };
+    elpis_error err = { 0 };
+    if (!srv_emo_prepare(r, &e)) return srv_respond_api_error(r, &e);
+    srv_agent_prepared(r);
+    setup_wire(r, r->gen.kind);
     if (!make_request(r, &e)) return srv_respond_api_error(r, &e);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     pthread_mutex_lock(&s->lock);

@@ -167,6 +167,11 @@ void srv_work_post(elpis_server *s, srv_job *j) {
 static enum MHD_Result answer(srv_req *r) {
     srv_job *j = r->job;
     r->job = NULL;
+    if (j->then) {   /* a step of a longer request (agent.c's memory retrieval) */
+        enum MHD_Result ret = j->then(r, j);
+        srv_job_free(j);
+        return ret;
+    }
     enum MHD_Result ret = srv_respond(r, j->status ? j->status : 500, "application/json",
                                       j->body.data ? j->body.data : "{}", j->body.data ? j->body.len : 2);
     srv_job_free(j);

@@ -11,6 +11,9 @@
 //   "openai"   OpenAI tool_calls deltas (arguments split): read_file of "a.txt"
 //   "bash"     a ```tool_call block: execute_bash "echo from-bash > made.txt"
 //   "think"    <reasoning>...</reasoning> then an answer
+//   "parsed"   the same, split as `elpis serve` does: delta.reasoning_content, then content
+//   "both"     as `elpis serve` with tools: the raw ```tool_call block as content (bash:
+//              append a line to count.txt) AND OpenAI tool_calls on the finish chunk
 //   "loop"     a tool call every time (the client must stop after 10 requests)
 //   "fail"     HTTP 400 with an OpenAI error body (context_length_exceeded)
 //   anything   "Hello from the fake server."
@@ -44,6 +47,19 @@ function openaiCalls() {
   return out;
 }
 
+function parsedThought() {
+  return [chunk({ role: 'assistant', content: '' }), chunk({ reasoning_content: 'The user wants ' }),
+    chunk({ reasoning_content: 'a parsed thought.' }), chunk({ content: 'The answer is 43.' }), chunk({}, 'stop')];
+}
+
+function blockAndCalls() {
+  const args = { command: 'echo once >> count.txt' };
+  const out = textChunks(block('execute_bash', args));
+  out[out.length - 1] = chunk({ tool_calls: [{ index: 0, id: 'call_both00000001', type: 'function',
+    function: { name: 'execute_bash', arguments: JSON.stringify(args) } }] }, 'tool_calls');
+  return out;
+}
+
 function script(messages) {
   const last = messages[messages.length - 1] || {};
   const users = messages.filter((m) => m.role === 'user');
@@ -57,6 +73,8 @@ function script(messages) {
     case 'loop': return textChunks(block('list_directory', {}));
     case 'think': return textChunks('<reasoning>The user wants a thought.</reasoning>The answer is 42.');
     case 'openai': return openaiCalls();
+    case 'parsed': return parsedThought();
+    case 'both': return blockAndCalls();
     default: return textChunks('Hello from the fake server.');
   }
 }

@@ -77,6 +77,21 @@ assert_eq "think: the thought shown once (after /thoughts on)" "1" "$(grep -c '^
 if grep -q 'reasoning' "$TMP/out"; then bad "think: no tags on stdout"; else ok "think: no tags on stdout"; fi
 assert_eq "think: history keeps the answer only" "The answer is 42." "$(req 2 "m[1].content")"
 
+# ---- reasoning the server parsed (delta.reasoning_content, as elpis serve sends it) ---------------------------------
+: >"$TMP/fake.log"
+printf '/thoughts on\nparsed\nhello\n' | "$ELPIS_BIN" chat --plain --server "$URL" --workspace "$TMP/ws" >"$TMP/out" 2>"$TMP/err"
+assert_eq "parsed: the answer printed" "1" "$(grep -c '^The answer is 43.$' "$TMP/out")"
+assert_contains "parsed: the thought shown" "$(cat "$TMP/err")" "The user wants a parsed thought."
+if grep -q 'parsed thought' "$TMP/out"; then bad "parsed: the thought is not answer text"; else ok "parsed: the thought is not answer text"; fi
+assert_eq "parsed: history keeps the answer only" "The answer is 43." "$(req 2 "m[1].content")"
+
+# ---- a raw tool_call block AND server tool_calls: the call runs once ----------------------------------------------------
+: >"$TMP/fake.log"
+rm -f "$TMP/ws/count.txt"
+printf 'both\n' | "$ELPIS_BIN" chat --plain --server "$URL" --workspace "$TMP/ws" --yes >"$TMP/out" 2>"$TMP/err"
+assert_eq "both: the command ran once" "1" "$(grep -c once "$TMP/ws/count.txt" 2>/dev/null)"
+assert_eq "both: one tool message, for the server's call id" "call_both00000001" "$(req 2 "m.filter((x) => x.role === 'tool').map((x) => x.tool_call_id).join(',')")"
+
 # ---- a model that never stops calling tools is cut off after 10 requests ---------------------------------------------
 : >"$TMP/fake.log"
 printf 'loop\n' | "$ELPIS_BIN" chat --plain --server "$URL" --workspace "$TMP/ws" --yes >"$TMP/out" 2>"$TMP/err"

@@ -165,7 +165,8 @@ to_x() { for _ in 1 2 3 4; do event insight 2 >/dev/null; done; }      # valence
 to_y() { for _ in 1 2 3 4 5; do event failure 2 >/dev/null; done; }    # valence -> -1, arousal stays +1
 # long enough that the first concurrent stream still runs when the second starts (sanitizer builds are ~20x slower)
 LONG_TOKENS=2500; [ -n "${ASAN_OPTIONS-}${TSAN_OPTIONS-}" ] && LONG_TOKENS=400
-LONGREQ="{\"prompt\":\"Once upon a time\",\"max_tokens\":$LONG_TOKENS,\"ignore_eos\":true,\"temperature\":0,\"stream\":true}"
+# elpis_memory false: the first reply would be stored and recalled into the second prompt (agent.c)
+LONGREQ="{\"prompt\":\"Once upon a time\",\"max_tokens\":$LONG_TOKENS,\"ignore_eos\":true,\"temperature\":0,\"stream\":true,\"elpis_memory\":false}"
 to_x; stream "$TMP/x1" "$LONGREQ"
 to_y; stream "$TMP/y1" "$LONGREQ"
 assert_eq "state X is excited" excited "$(jget "$(sse_elpis "$TMP/x1")" .emotion.quadrant)"

@@ -14,38 +14,13 @@ source "$(dirname "$0")/lib.sh"
 MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 [ -f "$MODEL" ] || { bad "model present" "$MODEL missing"; finish; exit 1; }
 
-SRV_PID=""; PORT=""; LOG=""; URL=""; CLIENT_PID=""
+CLIENT_PID=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; [ -n "$CLIENT_PID" ] && kill "$CLIENT_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
-start_server() {
-  local name=$1; shift
-  LOG="$TMP/$name.log"
-  "$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
-  SRV_PID=$!
-  for _ in $(seq 300); do
-    grep -q ' server_start ' "$LOG" 2>/dev/null && break
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | tail -1)
-  URL="http://127.0.0.1:$PORT"
-  [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
-}
-# stop_server: SIGTERM, bounded wait; exit code in STOP_RC
-stop_server() {
-  kill -TERM "$SRV_PID" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SRV_PID" 2>/dev/null; wait "$SRV_PID"; STOP_RC=$?; SRV_PID=""
-}
-# req METHOD PATH [BODY]: prints "BODY STATUS"
-req() {
-  if [ -n "${3-}" ]; then curl -s -X "$1" -w ' %{http_code}' -H 'Content-Type: application/json' "$URL$2" --data-binary "$3"
-  else curl -s -X "$1" -w ' %{http_code}' "$URL$2"; fi
-}
-status_of() { echo "${1##* }"; }
-body_of() { echo "${1% *}"; }
-jget() { node -e 'const d=JSON.parse(process.argv[1]); const v=eval("d"+process.argv[2]);
-  console.log(typeof v === "string" ? v : JSON.stringify(v))' "$1" "$2"; }
+# the server and HTTP helpers are lib.sh's (srv_start, srv_stop, http, status_of, body_of, jget)
+start_server() { srv_start "$@"; }
+stop_server() { srv_stop; }
+req() { http "$@"; }
 
 # ---- 1. the routes ---------------------------------------------------------------------------------
 ELPIS_MEMORY__MAX_CONTENT_BYTES=2000 start_server crud --data-dir "$TMP/d1"
