@@ -75,6 +75,8 @@ typedef struct elpis_server_config {
     double   stall_timeout_s;   /* a client that stops reading is cancelled after this */
     int32_t  max_connections;
     double   consolidate_interval_s; /* memory consolidation check period; 0: never */
+    double   dream_delay_s;     /* idle seconds before the server dreams; 0: never; < 0: 60 with --data-dir, else never */
+    double   dream_interval_s;  /* seconds between idle dreams (300) */
     /* [model] */
     char    *model_path;
     char    *model_alias;       /* id shown by /v1/models; default the model's name */

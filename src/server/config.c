@@ -55,6 +55,8 @@ static const cfg_key KEYS[] = {
     { "server", "max_connections", "max-connections", CFG_INT, OFF(max_connections), 4, 60000, "concurrent HTTP connections" },
     { "server", "data_dir", "data-dir", CFG_STR, OFF(psyche.data_dir), 0, 0, "emotion state and memories: DIR/elpis.db (default $XDG_DATA_HOME/elpis; :memory: keeps nothing)" },
     { "server", "consolidate_interval", "consolidate-interval", CFG_SECONDS, OFF(consolidate_interval_s), 0, 86400 * 7, "seconds between memory consolidation checks (0: never)" },
+    { "server", "dream_delay", "dream-delay", CFG_SECONDS, OFF(dream_delay_s), 0, 86400 * 7, "idle seconds before the server dreams (0: never; default 60 with --data-dir, else never)" },
+    { "server", "dream_interval", "dream-interval", CFG_SECONDS, OFF(dream_interval_s), 0, 86400 * 7, "seconds between idle dreams (default 300)" },
     { "server", "upstream", "upstream", CFG_STR, OFF(upstream), 0, 0, "OpenAI-compatible base URL(s), comma-separated: generation goes there, not to the local engine" },
     { "server", "upstream_key", "upstream-key", CFG_STR, OFF(upstream_key), 0, 0, "bearer key for --upstream (never logged)" },
     { "server", "upstream_model", "upstream-model", CFG_STR, OFF(upstream_model), 0, 0, "model name sent to --upstream (default: the client's)" },
@@ -86,6 +88,8 @@ void elpis_server_config_init(elpis_server_config *c) {
     c->stall_timeout_s = 30;
     c->max_connections = 256;
     c->consolidate_interval_s = 300;   /* the original's consolidation check_interval */
+    c->dream_delay_s = -1;             /* dream.c: 60 s with --data-dir, else off */
+    c->dream_interval_s = 300;         /* the original's dream_interval_seconds */
     c->temperature = 0.7;
     c->top_p = 0.9;
     c->upstream_connect_timeout_s = 10;

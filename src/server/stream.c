@@ -172,6 +172,7 @@ static void on_final(srv_req *r) {
     pthread_mutex_lock(&r->srv->lock);
     srv_session_on_final(r->srv, r);
     pthread_mutex_unlock(&r->srv->lock);
+    if (r->hooks && r->hooks->on_final) r->hooks->on_final(r);
 }
 
 static const char *finish_reason(const elpis_req_status *st) {
@@ -192,6 +193,7 @@ static void stream_final_events(srv_req *r) {
     if (normal) {
         srv_sse_finish(&r->out, &r->wire, finish_reason(st));
         if (r->wire.include_usage) srv_sse_usage(&r->out, &r->wire, st->n_prompt, st->n_generated, st->n_cached);
+        if (r->hooks && r->hooks->stream_tail) r->hooks->stream_tail(r, &r->out);
     } else if (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SUPERSEDED) {
         superseded_msg(r, msg, sizeof msg);
         srv_sse_error(&r->out, "request_cancelled", "superseded", msg);
@@ -278,6 +280,7 @@ static enum MHD_Result respond_final(srv_req *r) {
     elpis_buf b = { 0 };
     bool normal = st->state == ELPIS_REQ_DONE ||
                   (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SHUTDOWN);
+    if (normal && r->hooks && r->hooks->respond) return r->hooks->respond(r);
     if (normal) {
         srv_final_body(&b, &r->wire, r->text.data ? r->text.data : "", r->text.len, finish_reason(st), st->n_prompt,
                        st->n_generated, st->n_cached);
@@ -401,10 +404,16 @@ static enum MHD_Result wait_prev(srv_req *r) {
 enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind) {
     elpis_server *s = r->srv;
     srv_api_error e = { 0 };
-    elpis_error err = { 0 };
     if (atomic_load(&s->draining))
         return respond_unavailable(r, ELPIS_ECANCELLED, "the server is shutting down");
     if (!read_session(r, &e) || !srv_parse_gen(r, kind, &e) || !srv_emo_prepare(r, &e)) return srv_respond_api_error(r, &e);
+    return srv_gen_submit(r, kind);
+}
+
+enum MHD_Result srv_gen_submit(srv_req *r, srv_kind kind) {
+    elpis_server *s = r->srv;
+    srv_api_error e = { 0 };
+    elpis_error err = { 0 };
     setup_wire(r, kind);
     if (!make_request(r, &e)) return srv_respond_api_error(r, &e);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
