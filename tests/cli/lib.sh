@@ -23,3 +23,29 @@ finish() {
   echo "$SUITE: $PASSED passed, $FAILED failed"
   [ "$FAILED" -eq 0 ] && [ "$PASSED" -gt 0 ]
 }
+
+# serve_start NAME ARGS...: `elpis serve` on a free loopback port with the
+# event log $TMP/NAME.log; sets SRV_PID, PORT, URL, LOG (the test kills
+# SRV_PID in its EXIT trap). Fails the suite if the server does not start.
+serve_start() {
+  local name=$1; shift
+  LOG="$TMP/$name.log"
+  "$ELPIS_BIN" serve --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
+  SRV_PID=$!
+  for _ in $(seq 300); do
+    grep -q ' server_start ' "$LOG" 2>/dev/null && break
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
+  URL="http://127.0.0.1:$PORT"
+  [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
+}
+# serve_stop: SIGTERM, at most 30 s for the drain, then SIGKILL.
+serve_stop() {
+  kill -TERM "$SRV_PID" 2>/dev/null
+  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SRV_PID" 2>/dev/null
+  wait "$SRV_PID" 2>/dev/null
+  SRV_PID=""
+}
