@@ -37,6 +37,8 @@
  *   POST /v1/completions        stream (SSE) and non-stream, text_completion
  *   GET  /v1/psyche/emotion     {valence, arousal, quadrant}
  *   POST /v1/psyche/emotion     {event_type, intensity?} -> the new state, once durable
+ *   POST /v1/psyche/dream       {stream?, max_tokens?, theme?} -> a dream (dream.c); any
+ *                               completion request cancels a running dream
  *   GET  /v1/emotion            the full state: trajectory, steering coefficients
  *   POST /v1/memories           store -> 201 {id, importance_score, status} after COMMIT
  *   GET  /v1/memories?q=&n=     hybrid search

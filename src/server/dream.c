@@ -485,7 +485,12 @@ void srv_dream_request_begin(srv_req *r, const char *url, const char *method) {
 void srv_dream_request_end(srv_req *r) {
     struct srv_dreams *d = r->srv->dreams;
     if (!d) return;
-    if (r->hooks) untrack(r->srv, NULL, r);   /* a dream whose client left before its end */
+    if (r->hooks && !r->final_seen) {   /* a dream whose client left before its end: on_final never ran */
+        untrack(r->srv, NULL, r);
+        const dream_req *dr = r->hook_data;
+        srv_evlog(&r->srv->log, "dream_end trace=%s theme=%s tokens=%d finish=cancelled stored=-", r->trace,
+                  dr->meta.theme, r->st.n_generated);
+    }
     if (!r->activity) return;
     atomic_store(&d->last_end_ms, (long long)elpis_now_ms());
     atomic_fetch_sub(&d->n_active, 1);
