@@ -8,7 +8,9 @@
 #     transfer is aborted, the server logs the dream's stream_cancelled
 #     (client_disconnect), the panel says so, the key reaches the input line,
 #     and the cancelled dream is not stored;
-#  3. /dream dreams on demand through the same path.
+#  3. /dream dreams on demand through the same path;
+#  4. plain mode dreams only with an explicit --dream-delay (to stderr), and
+#     a piped message still gets its reply and exit 0 without one.
 # The dreams run long (--param ignore_eos=true, --max-tokens 3000) so that a
 # key reliably lands inside one; every wait is bounded.
 source "$(dirname "$0")/lib.sh"
@@ -73,4 +75,14 @@ N=$("$ELPIS_BIN" memory --data-dir "$TMP/data" --no-model list -n 0 --json 2>"$T
     python3 -c 'import json,sys; print(sum("dream" in json.loads(l)["tags"] for l in sys.stdin if l.strip()))')
 assert_eq "memories with tag dream in --data-dir: one per finished dream" "$(count_log 'dream_end trace=.*finish=done')" "$N"
 if [ "$N" -ge 2 ]; then ok "at least the idle dream and /dream's are stored"; else bad "at least two dreams stored" "$N"; fi
+
+# ---- 4. plain mode ----------------------------------------------------------------------------------------------------
+OUT=$(echo hello | timeout 60 "$ELPIS_BIN" chat --plain -m "$MODEL" --data-dir "$TMP/data" --log-file "$TMP/p1.log" --max-tokens 16 2>"$TMP/p1.err"); rc=$?
+assert_eq "plain, piped, no --dream-delay: exit 0" 0 "$rc"
+if [ -n "$OUT" ]; then ok "plain: the reply is printed"; else bad "plain: the reply is printed" "$(cat "$TMP/p1.err")"; fi
+if grep -q dream_start "$TMP/p1.log"; then bad "plain: no dream without --dream-delay"; else ok "plain: no dream without --dream-delay"; fi
+(sleep 4; echo /quit) | timeout 60 "$ELPIS_BIN" chat --plain -m "$MODEL" --data-dir "$TMP/data" --log-file "$TMP/p2.log" \
+  --dream-delay 1 --max-tokens 16 >/dev/null 2>"$TMP/p2.err"; rc=$?
+assert_eq "plain with --dream-delay 1: exit 0" 0 "$rc"
+assert_contains "plain with --dream-delay 1: a dream on stderr" "$(cat "$TMP/p2.err")" "[dream] "
 finish
