@@ -30,7 +30,7 @@
  *   turn (and once per idle period), or on /dream, the UI streams a dream
  *   (elpis_chat_dream) into the thought panel after "[dream] ", opening the
  *   panel (a dream is meant to be seen; Ctrl+T closes it), with "dreaming"
- *   in the sidebar. Any key ends it at once: the dream's poll callback takes
+ *   in the sidebar and "[dream]" in the panel's title while it streams. Any key ends it at once: the dream's poll callback takes
  *   the key, the transfer is aborted (the server cancels the dream) and the
  *   key is then handled as if no dream had been running.
  *
@@ -380,7 +380,8 @@ static void draw_chat(tui *t, int top, int height, int x, int width) {
 static void draw_thoughts(tui *t, int top, int height, int x, int width) {
     attron(A_DIM);
     fill_line(top, x, x + width, ACS_HLINE);
-    put_text(top, x + 2, " thoughts ", width - 2);
+    /* a dream's "[dream]" line scrolls away as it streams: the title keeps saying what this is */
+    put_text(top, x + 2, t->status && !strcmp(t->status, "dreaming") ? " thoughts [dream] " : " thoughts ", width - 2);
     attroff(A_DIM);
     row_list L = { 0 };
     wrap(&L, t->thoughts.data ? t->thoughts.data : "", t->thoughts.len, width, COLOR_PAIR(C_THOUGHT) | A_DIM);
