@@ -41,11 +41,11 @@ serve_start() {
   URL="http://127.0.0.1:$PORT"
   [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
 }
-# serve_stop: SIGTERM, at most 30 s for the drain, then SIGKILL.
+# serve_stop: SIGTERM, at most 30 s for the drain, then SIGKILL; STOP_RC is its exit code.
 serve_stop() {
   kill -TERM "$SRV_PID" 2>/dev/null
   for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$SRV_PID" 2>/dev/null
-  wait "$SRV_PID" 2>/dev/null
+  wait "$SRV_PID" 2>/dev/null; STOP_RC=$?
   SRV_PID=""
 }

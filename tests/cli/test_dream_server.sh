@@ -16,7 +16,13 @@ MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 SRV_PID=""; PORT=""; LOG=""; URL=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
-start_server() { local name=$1; shift; serve_start "$name" -m "$MODEL" --ctx 4096 "$@"; }
+start_server() { NAME=$1; shift; serve_start "$NAME" -m "$MODEL" --ctx 4096 "$@"; }
+# stop_server: a clean exit (0), and no sanitizer report on stderr
+stop_server() {
+  serve_stop
+  assert_eq "server $NAME exits 0" 0 "$STOP_RC"
+  if grep -q 'Sanitizer\|runtime error' "$TMP/$NAME.err"; then bad "server $NAME: no sanitizer report" "$(head -20 "$TMP/$NAME.err")"; fi
+}
 post() { curl -s -m 60 -H 'Content-Type: application/json' "$URL$1" --data-binary "$2"; }
 jget() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 count_log() { grep -c -- "$1" "$LOG" 2>/dev/null || true; }
@@ -65,7 +71,7 @@ if grep -q 'stream_cancelled trace=[0-9a-f]* reason=dream_interrupted' "$LOG"; t
 assert_contains "metrics count it" "$(curl -s "$URL/metrics")" 'elpis_requests_cancelled_total{reason="dream_interrupted"} 1'
 sleep 0.5
 assert_eq "the cancelled dream stored nothing" "$BEFORE" "$(count_log "dream_stored")"
-serve_stop
+stop_server
 
 # ---- 4. the idle dream ---------------------------------------------------------------------------------------
 start_server idle --data-dir "$TMP/data2" --dream-delay 1 --dream-interval 600
@@ -76,11 +82,11 @@ if grep -q 'dream_start trace=[0-9a-f]* source=idle' "$LOG"; then ok "idle: the 
 IID=$(sed -n 's/.* dream_stored .*id=\([0-9a-f-]*\).*/\1/p' "$LOG" | head -1)
 assert_eq "idle: the dream is stored with tag dream" "True" "$(curl -s "$URL/v1/memories/$IID" | jget '"dream" in d["tags"]')"
 assert_eq "idle: one dream per interval" "1" "$(sleep 1.5; count_log "dream_start")"
-serve_stop
+stop_server
 start_server off
 post /v1/memories '{"content":"nothing to dream of"}' >/dev/null
 sleep 2
 assert_contains "without --data-dir the idle dream is off by default" "$(grep dream_config "$LOG")" "delay=0 "
 assert_eq "and nothing dreams" "0" "$(count_log "dream_start")"
-serve_stop
+stop_server
 finish
