@@ -32,10 +32,12 @@
  *
  * WAKING UP: every completion request (chat or text) cancels every running
  * dream on arrival, on the MHD thread (elpis_request_cancel only sets the
- * request's flag): reason dream_interrupted, logged as stream_cancelled. A
- * streaming dream then ends with an error event and [DONE], like a
- * superseded stream; a client leaving a streaming dream cancels it through
- * the usual client_disconnect path.
+ * request's flag): reason dream_interrupted, logged as stream_cancelled. Any
+ * request that counts for the idle clock (below) also ends the idle dream:
+ * the spec's "any request cancels the loop". A streaming dream then ends
+ * with an error event and [DONE], like a superseded stream; a client
+ * leaving a streaming dream cancels it through the usual client_disconnect
+ * path.
  *
  * THE IDLE DREAM (serve --dream-delay S, --dream-interval S): when no request
  * that counts has been open for S seconds since the last one ended, and at
@@ -90,6 +92,7 @@ struct srv_dreams {
     double delay_ms, interval_ms;      /* idle dream; delay 0: off */
     atomic_int n_active;               /* counted requests open */
     atomic_bool ever, stopped;
+    atomic_bool idle_running;          /* the worker has an idle dream out (a hint: no lock for every request) */
     atomic_llong last_end_ms;
     double next_allowed_ms;            /* worker */
     idle_dream idle;                   /* worker */
@@ -130,7 +133,8 @@ static void untrack(elpis_server *s, elpis_request *q, srv_req *owner) {
     pthread_mutex_unlock(&s->lock);
 }
 
-void srv_dream_interrupt(elpis_server *s) {
+/* Cancel the running dreams (only the idle one: idle_only), reason dream_interrupted. */
+static void interrupt(elpis_server *s, bool idle_only) {
     struct srv_dreams *d = s->dreams;
     elpis_req_status st;
     bool idle = false;
@@ -138,7 +142,7 @@ void srv_dream_interrupt(elpis_server *s) {
     pthread_mutex_lock(&s->lock);
     for (int i = 0; i < MAX_RUNS; i++) {
         dream_run *run = &d->runs[i];
-        if (!run->req) continue;
+        if (!run->req || (idle_only && run->owner)) continue;
         if (!srv_status_of(run->req, &st)) {
             elpis_request_cancel(run->req, ELPIS_CANCEL_DREAM);
             srv_evlog(&s->log, "stream_cancelled trace=%s reason=%s", run->trace, elpis_cancel_reason_name(ELPIS_CANCEL_DREAM));
@@ -150,6 +154,8 @@ void srv_dream_interrupt(elpis_server *s) {
     pthread_mutex_unlock(&s->lock);
     if (idle) srv_work_wake(s);   /* the worker sees its dream end and re-arms */
 }
+
+void srv_dream_interrupt(elpis_server *s) { interrupt(s, false); }
 
 /* ---- gathering (worker) ------------------------------------------------------------------ */
 
@@ -480,6 +486,7 @@ void srv_dream_request_begin(srv_req *r, const char *url, const char *method) {
     r->activity = true;
     atomic_fetch_add(&d->n_active, 1);
     atomic_store(&d->ever, true);
+    if (d->idle_running) interrupt(r->srv, true);   /* spec: any request ends the idle dream */
 }
 
 void srv_dream_request_end(srv_req *r) {
@@ -521,6 +528,7 @@ static elpis_status idle_start(elpis_server *s, struct srv_dreams *d, elpis_erro
         goto done;
     }
     track(s, id->req, NULL, id->trace);
+    atomic_store(&d->idle_running, true);
     srv_evlog(&s->log, "dream_start trace=%s source=idle theme=%s memories=%d", id->trace, id->meta.theme, id->meta.n_memories);
 done:
     elpis_tokens_free(&t);
@@ -545,6 +553,7 @@ static bool idle_drain(elpis_server *s, struct srv_dreams *d) {
     srv_evlog(&s->log, "dream_end trace=%s theme=%s tokens=%d finish=%s stored=%s", id->trace, id->meta.theme,
               st.n_generated, done ? "done" : "cancelled", mem_id[0] ? mem_id : "-");
     untrack(s, id->req, NULL);
+    atomic_store(&d->idle_running, false);
     elpis_request_unref(id->req);
     id->req = NULL;
     elpis_buf_free(&id->text);
