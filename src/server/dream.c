@@ -279,9 +279,9 @@ static elpis_status gather(elpis_server *s, const char *theme, int32_t want, dre
     while ((st = render(s, in, m->theme, &texts, n, prompt, &n_tok, err)) == ELPIS_OK && n_tok > budget && n > 0) n--;
     m->n_memories = (int)n;
     m->n_queries = (int)queries.n;
+    const char *spiral = mood && traj.spiral_detected ? elpis_emotion_spiral_name(traj.spiral_direction) : "-";
     srv_evlog(&s->log, "dream_gather theme=%s quadrant=%s spiral=%s trend=%s queries=%zu memories=%zu prompt_tokens=%zu",
-              m->theme, mood ? m->quadrant : "-", mood && traj.spiral_detected ? elpis_emotion_spiral_name(traj.spiral_direction) : "-",
-              mood ? elpis_emotion_trend_name(traj.trend) : "-", queries.n, n, n_tok);
+              m->theme, mood ? m->quadrant : "-", spiral, mood ? elpis_emotion_trend_name(traj.trend) : "-", queries.n, n, n_tok);
 done:
     elpis_strv_free(&queries);
     elpis_strv_free(&ids);
@@ -430,31 +430,44 @@ static enum MHD_Result after_gather(srv_req *r, srv_job *j) {
     return ret;
 }
 
-/* {"stream"?, "max_tokens"?, "theme"?, "ignore_eos"?} into r->gen and *theme. */
+/* A boolean field; absent or null: false. */
+static bool body_bool(json_t *o, const char *key, bool *out, srv_api_error *e) {
+    json_t *v = json_object_get(o, key);
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s must be true or false", key);
+    if (v && !json_is_null(v) && !json_is_boolean(v)) return api_fail(e, 400, key, msg);
+    *out = json_is_true(v);
+    return true;
+}
+
+static bool body_max_tokens(json_t *o, int32_t *out, srv_api_error *e) {
+    json_t *v = json_object_get(o, "max_tokens");
+    if (!v || json_is_null(v)) return true;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 20))
+        return api_fail(e, 400, "max_tokens", "max_tokens must be an integer in 1..1048576");
+    *out = (int32_t)json_integer_value(v);
+    return true;
+}
+
+/* One word: it becomes a tag (theme:<t>) and a log field. */
+static bool body_theme(srv_req *r, json_t *o, const char **out, srv_api_error *e) {
+    json_t *v = json_object_get(o, "theme");
+    if (!v || json_is_null(v)) return true;
+    size_t n = json_string_length(v);
+    if (!json_is_string(v) || !n || n >= THEME_MAX || strpbrk(json_string_value(v), " \t\r\n\"="))
+        return api_fail(e, 400, "theme", "theme must be one word of 1..63 bytes");
+    return (*out = elpis_arena_strndup(&r->arena, json_string_value(v), n)) != NULL || api_fail(e, 500, NULL, "out of memory");
+}
+
+/* {"stream"?, "max_tokens"?, "theme"?, "ignore_eos"?} into r->gen and *theme; an empty body is {}. */
 static bool parse_body(srv_req *r, const char **theme, srv_api_error *e) {
-    json_t *o = NULL, *v;
-    bool ok = false;
     r->gen.max_tokens = ELPIS_DREAM_MAX_TOKENS;
     *theme = NULL;
     if (!r->body.len) return true;
-    if (!(o = srv_body_json(r, e))) return false;
-    if ((v = json_object_get(o, "stream")) && !json_is_null(v) && !json_is_boolean(v)) { api_fail(e, 400, "stream", "stream must be true or false"); goto done; }
-    r->gen.stream = json_is_true(v);
-    if ((v = json_object_get(o, "ignore_eos")) && !json_is_null(v) && !json_is_boolean(v)) { api_fail(e, 400, "ignore_eos", "ignore_eos must be true or false"); goto done; }
-    r->gen.ignore_eos = json_is_true(v);
-    if ((v = json_object_get(o, "max_tokens")) && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 20)) { api_fail(e, 400, "max_tokens", "max_tokens must be an integer in 1..1048576"); goto done; }
-        r->gen.max_tokens = (int32_t)json_integer_value(v);
-    }
-    if ((v = json_object_get(o, "theme")) && !json_is_null(v)) {
-        if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) >= THEME_MAX || strpbrk(json_string_value(v), " \t\r\n\"=")) {
-            api_fail(e, 400, "theme", "theme must be one word of 1..63 bytes");
-            goto done;
-        }
-        *theme = elpis_arena_strndup(&r->arena, json_string_value(v), json_string_length(v));
-    }
-    ok = true;
-done:
+    json_t *o = srv_body_json(r, e);
+    if (!o) return false;
+    bool ok = body_bool(o, "stream", &r->gen.stream, e) && body_bool(o, "ignore_eos", &r->gen.ignore_eos, e) &&
+              body_max_tokens(o, &r->gen.max_tokens, e) && body_theme(r, o, theme, e);
     json_decref(o);
     return ok;
 }
@@ -464,7 +477,8 @@ enum MHD_Result srv_h_dream(srv_req *r) {
     srv_api_error e = { 0 };
     const char *theme;
     if (atomic_load(&s->draining))
-        return srv_respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable_error", NULL, "shutting_down", "the server is shutting down");
+        return srv_respond_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable_error", NULL, "shutting_down",
+                                 "the server is shutting down");
     if (s->up)
         return srv_respond_error(r, MHD_HTTP_NOT_IMPLEMENTED, "invalid_request_error", NULL, "needs_local_engine",
                                  "/v1/psyche/dream needs the local engine; this server sends generation to --upstream");
