@@ -296,6 +296,8 @@ typedef struct elpis_chat_app {
     double valence, arousal;
     char quadrant[24], trend[24];
     bool busy;                       /* a turn is running */
+    double dream_delay_s;            /* idle seconds before the client dreams (--dream-delay); 0: never */
+    sig_atomic_t dream_seen_int;     /* *sigint when the running /dream began */
 } elpis_chat_app;
 
 /* What a command prints: kind is "info", "error", "thought" (dreams) or
@@ -313,6 +315,14 @@ typedef enum elpis_cmd_result {
 /* Run `line` if it is a slash command (/help /quit /clear /status /emotion
  * /thoughts /memory /remember /dream, with the original's aliases). */
 elpis_cmd_result elpis_chat_command(elpis_chat_app *app, const char *line, elpis_say_fn say, void *ud);
+
+/* Dream now: POST /v1/psyche/dream as a stream (src/chat/dream.c). on_text
+ * gets the dream's text as it arrives; poll works as in elpis_client_stream
+ * (non-zero aborts: ELPIS_ECANCELLED, and the server cancels the dream);
+ * the whole text is appended to *text (may be NULL). A server without the
+ * route or one that cancelled the dream: ELPIS_EIO with its message. */
+elpis_status elpis_chat_dream(elpis_chat_app *app, elpis_text_fn on_text, elpis_poll_fn poll, int poll_fd, void *ud,
+                              elpis_buf *text, elpis_error *err);
 
 /* GET /v1/psyche/emotion (and /v1/emotion for the trend) into app; false if
  * the server has no emotional state. */

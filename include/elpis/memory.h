@@ -256,10 +256,14 @@ typedef struct elpis_memory_input {
     const char *metadata_json;           /* NULL: {}; must be a JSON object */
     const float *embedding;              /* NULL: computed by the embedder (if any) */
     int32_t embedding_dim;
+    const char *id;                      /* NULL: a fresh uuid4; else one from elpis_memory_new_id (a dream names
+                                            its memory before the worker stores it) */
 } elpis_memory_input;
 
 /* Store a new short-term memory; importance = 0.3 + 0.4*salience (as the
  * original: there is no importance input). Returns after COMMIT. */
+/* A fresh uuid4 id, as the store draws them. */
+void elpis_memory_new_id(char out[ELPIS_MEMORY_ID_LEN + 1]);
 elpis_status elpis_memory_add(elpis_memory_store *s, const elpis_memory_input *in, char id_out[ELPIS_MEMORY_ID_LEN + 1],
                               double *importance_out, elpis_error *err);
 /* Store n memories in one transaction (e.g. the compaction staging flush):

@@ -76,6 +76,7 @@ typedef enum elpis_cancel_reason {
     ELPIS_CANCEL_SHUTDOWN,   /* server shutting down ("shutdown") */
     ELPIS_CANCEL_STALL,      /* reader stopped reading ("stall") */
     ELPIS_CANCEL_USER,       /* explicit cancel call, e.g. MCP ("user") */
+    ELPIS_CANCEL_DREAM,      /* a dream gave way to a user request ("dream_interrupted") */
     ELPIS_CANCEL_REASON_COUNT
 } elpis_cancel_reason;
 

@@ -39,6 +39,8 @@
  *   POST /v1/completions        stream (SSE) and non-stream, text_completion
  *   GET  /v1/psyche/emotion     {valence, arousal, quadrant}
  *   POST /v1/psyche/emotion     {event_type, intensity?} -> the new state, once durable
+ *   POST /v1/psyche/dream       {stream?, max_tokens?, theme?} -> a dream (dream.c); any
+ *                               completion request cancels a running dream
  *   GET  /v1/emotion            the full state: trajectory, steering coefficients
  *   POST /v1/memories           store -> 201 {id, importance_score, status} after COMMIT
  *   GET  /v1/memories?q=&n=     hybrid search
@@ -80,6 +82,8 @@ typedef struct elpis_server_config {
     int32_t  memory_context;    /* chat: inject relevant memories (1, default) or not (0) */
     int32_t  auto_store;        /* chat: store important exchanges and compacted messages (1) or not (0) */
     char    *system_prompt;     /* chat: used when the client sends no system message; NULL: none */
+    double   dream_delay_s;     /* idle seconds before the server dreams; 0: never; < 0: 60 with --data-dir, else never */
+    double   dream_interval_s;  /* seconds between idle dreams (300) */
     /* [model] */
     char    *model_path;
     char    *model_alias;       /* id shown by /v1/models; default the model's name */

@@ -181,24 +181,23 @@ static void cmd_remember(elpis_chat_app *app, const char *text, elpis_say_fn say
     json_decref(body);
 }
 
+/* Ctrl+C (a SIGINT since the dream began) interrupts a /dream. */
+static int dream_poll(void *ud) {
+    const elpis_chat_app *app = ud;
+    return *app->sigint != app->dream_seen_int || *app->sigterm;
+}
+
+/* The whole dream at once (the full-screen UI streams /dream itself). */
 static void cmd_dream(elpis_chat_app *app, elpis_say_fn say, void *ud) {
-    json_t *o = NULL, *body = json_object();
-    long status = 0;
+    elpis_buf text = { 0 };
     elpis_error err = { 0 };
-    long saved = app->client.timeout_ms;
-    app->client.timeout_ms = 120000;   /* a dream is a whole generation */
-    if (elpis_client_request(&app->client, "POST", "/v1/psyche/dream", body, &status, &o, &err) != ELPIS_OK) SAY("error", "dream: %s", err.msg);
-    else if (missing(status)) SAY("error", "dream: not available on this server");
-    else if (status != 200) SAY("error", "dream: the server answered %ld", status);
-    else {
-        static const char *const keys[] = { "dream", "content", "text" };
-        const char *t = NULL;
-        for (size_t i = 0; !t && i < ELPIS_ARRAY_LEN(keys); i++) t = json_string_value(json_object_get(o, keys[i]));
-        SAY("thought", "[dream] %s", t ? t : "(no dream)");
-    }
-    app->client.timeout_ms = saved;
-    json_decref(o);
-    json_decref(body);
+    app->dream_seen_int = *app->sigint;
+    elpis_status st = elpis_chat_dream(app, NULL, dream_poll, -1, app, &text, &err);
+    if (st == ELPIS_OK) SAY("thought", "[dream] %.*s", (int)text.len, text.data ? text.data : "");
+    else if (st == ELPIS_ECANCELLED) SAY("info", "dream interrupted");
+    else if (strstr(err.msg, "answered 404") || strstr(err.msg, "answered 405")) SAY("error", "dream: not available on this server");
+    else SAY("error", "dream: %s", err.msg);
+    elpis_buf_free(&text);
 }
 
 /* ---- dispatch ------------------------------------------------------------------------------------ */

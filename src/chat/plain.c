@@ -12,6 +12,11 @@
  * idle, a second Ctrl+C within 1.5 s quits. EOF on stdin ends the session
  * after the current turn (exit code 0).
  *
+ * Dreams: only with an explicit --dream-delay (app->dream_delay_s > 0), so
+ * a script never waits on one: after that long without input, once per
+ * wait, the dream streams to stderr after "[dream] ". Input (stdin readable)
+ * or Ctrl+C ends it at once; the input is then read as usual.
+ *
  * Confirmations read the answer from the terminal (/dev/tty) when stdin is
  * a pipe; with no terminal at all, the action is refused ("use --yes").
  */
@@ -139,6 +144,30 @@ static bool ui_confirm(void *ud, const char *tool, const char *detail) {
     return n > 0 && (ans[0] == 'y' || ans[0] == 'Y');
 }
 
+/* ---- dreams -------------------------------------------------------------------------------------- */
+
+static void dream_text(void *ud, const char *t, size_t n) {
+    (void)ud;
+    fwrite(t, 1, n, stderr);
+}
+
+/* Input waiting on stdin, or a Ctrl+C, ends the dream. */
+static int dream_poll(void *ud) {
+    struct pollfd pf = { 0, POLLIN, 0 };
+    return ui_poll(ud) || poll(&pf, 1, 0) > 0;
+}
+
+static void idle_dream(plain *p) {
+    elpis_error err = { 0 };
+    end_line(p);
+    fputs("[dream] ", stderr);
+    elpis_status st = elpis_chat_dream(p->app, dream_text, dream_poll, 0, p, NULL, &err);
+    if (st == ELPIS_ECANCELLED) fputs(" [dream interrupted]", stderr);
+    else if (st != ELPIS_OK) fprintf(stderr, " [dream ended: %s]", err.msg);
+    if (st != ELPIS_OK && (strstr(err.msg, "answered 404") || strstr(err.msg, "answered 405"))) p->app->dream_delay_s = 0;
+    fputc('\n', stderr);
+}
+
 /* ---- input --------------------------------------------------------------------------------------- */
 
 /* Ctrl+C while idle: the second one within 1.5 s quits. */
@@ -152,6 +181,8 @@ static bool idle_interrupt_quits(plain *p) {
 
 /* Next line (malloc'd, without '\n') or NULL at EOF / quit. */
 static char *read_line(plain *p) {
+    double idle_since = elpis_now_ms();
+    bool dreamed = false;
     for (;;) {
         char *nl = p->in.len ? memchr(p->in.data, '\n', p->in.len) : NULL;
         if (nl || (p->eof && p->in.len)) {
@@ -166,6 +197,10 @@ static char *read_line(plain *p) {
         if (*p->app->sigint != p->seen_int) {
             p->seen_int = *p->app->sigint;
             if (idle_interrupt_quits(p)) return NULL;
+        }
+        if (p->app->dream_delay_s > 0 && !dreamed && elpis_now_ms() - idle_since >= p->app->dream_delay_s * 1000.0) {
+            idle_dream(p);
+            dreamed = true;
         }
         struct pollfd pf = { 0, POLLIN, 0 };
         if (poll(&pf, 1, 100) <= 0) continue;

@@ -26,6 +26,13 @@
  *   from outside (kill -INT) is treated the same way through app->sigint.
  *   Text is kept as UTF-8 and converted to wide characters only to wrap and
  *   draw (wcwidth decides columns), so CJK and emoji wrap correctly.
+ *   Dreams: after app->dream_delay_s without a key and without a running
+ *   turn (and once per idle period), or on /dream, the UI streams a dream
+ *   (elpis_chat_dream) into the thought panel after "[dream] ", opening the
+ *   panel (a dream is meant to be seen; Ctrl+T closes it), with "dreaming"
+ *   in the sidebar and "[dream]" in the panel's title while it streams. Any key ends it at once: the dream's poll callback takes
+ *   the key, the transfer is aborted (the server cancels the dream) and the
+ *   key is then handled as if no dream had been running.
  *
  * Keys: Enter send · Up/Down history · Left/Right/Home/End, Ctrl+A/E/K/U/W,
  * Backspace/Delete edit · PgUp/PgDn scroll · Ctrl+T thoughts · Ctrl+L clear
@@ -84,6 +91,11 @@ typedef struct tui {
     double last_draw, next_emotion_poll;
     bool emotion_route;
     const char *status;
+    double last_activity;        /* last key or end of a turn (ms) */
+    bool dreamed;                /* a dream ran since then */
+    bool has_pending;            /* a key that ended a dream, to handle next */
+    int pending_r;
+    wint_t pending_c;
 } tui;
 
 /* ---- model: entries, thoughts, tools ------------------------------------------------------------- */
@@ -368,7 +380,8 @@ static void draw_chat(tui *t, int top, int height, int x, int width) {
 static void draw_thoughts(tui *t, int top, int height, int x, int width) {
     attron(A_DIM);
     fill_line(top, x, x + width, ACS_HLINE);
-    put_text(top, x + 2, " thoughts ", width - 2);
+    /* a dream's "[dream]" line scrolls away as it streams: the title keeps saying what this is */
+    put_text(top, x + 2, t->status && !strcmp(t->status, "dreaming") ? " thoughts [dream] " : " thoughts ", width - 2);
     attroff(A_DIM);
     row_list L = { 0 };
     wrap(&L, t->thoughts.data ? t->thoughts.data : "", t->thoughts.len, width, COLOR_PAIR(C_THOUGHT) | A_DIM);
@@ -699,9 +712,71 @@ static void run_turn(tui *t, const char *line, const elpis_agent_ui *ui) {
     t->interrupt = false;
     t->status = "idle";
     t->last_ctrl_c = 0;
+    t->last_activity = elpis_now_ms();
     if (st == ELPIS_ERANGE) add_entry(t, E_ERROR, err.msg);
     if (st == ELPIS_ECANCELLED) set_notice(t, "interrupted", 2);
     t->next_emotion_poll = 0;   /* refresh the sidebar now */
+}
+
+/* ---- dreams ------------------------------------------------------------------------------------------------------- */
+
+static void dream_text(void *ud, const char *s, size_t n) {
+    tui *t = ud;
+    add_thought(t, s, n);
+    maybe_draw(t, false);
+}
+
+/* Any key (or a signal) ends the dream; the key is kept for afterwards. */
+static int dream_poll(void *ud) {
+    tui *t = ud;
+    wint_t c;
+    check_signals(t);
+    timeout(0);
+    int r = get_wch(&c);
+    if (r != ERR) {
+        t->has_pending = true;
+        t->pending_r = r;
+        t->pending_c = c;
+    }
+    maybe_draw(t, false);
+    return t->has_pending || t->quit || t->interrupt;
+}
+
+static void run_dream(tui *t) {
+    elpis_error err = { 0 };
+    t->dreamed = true;
+    t->app->show_thoughts = true;
+    if (t->thoughts.len) add_thought(t, "\n", 1);
+    add_thought(t, "[dream] ", 8);
+    t->status = "dreaming";
+    draw(t);
+    elpis_status st = elpis_chat_dream(t->app, dream_text, dream_poll, 0, t, NULL, &err);
+    if (st == ELPIS_ECANCELLED) add_thought(t, "\n[dream interrupted]", 20);
+    else if (st != ELPIS_OK && (strstr(err.msg, "answered 404") || strstr(err.msg, "answered 405"))) {
+        t->app->dream_delay_s = 0;   /* the server cannot dream: stop trying */
+        add_thought(t, "(dreams are not available on this server)", 42);
+    } else if (st != ELPIS_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, " [dream ended: %s]", err.msg);
+        add_thought(t, msg, strlen(msg));
+    }
+    t->status = "idle";
+    t->interrupt = false;
+    t->last_activity = elpis_now_ms();
+    t->next_emotion_poll = 0;
+    t->dirty = true;
+}
+
+static void maybe_dream(tui *t) {
+    double delay = t->app->dream_delay_s * 1000.0;
+    if (delay <= 0 || t->dreamed || t->app->busy || elpis_now_ms() - t->last_activity < delay) return;
+    run_dream(t);
+}
+
+static bool is_dream_command(const char *line) {
+    line += strspn(line, " \t");
+    size_t n = strcspn(line, " \t");
+    return n == 6 && !strncmp(line, "/dream", 6) && !line[n + strspn(line + n, " \t")];
 }
 
 static void submit(tui *t, const elpis_agent_ui *ui) {
@@ -710,7 +785,8 @@ static void submit(tui *t, const elpis_agent_ui *ui) {
     if (!line) return;
     history_add(t, line);
     const char *p = line + strspn(line, " \t");
-    if (*p) {
+    if (*p && is_dream_command(p)) run_dream(t);
+    else if (*p) {
         elpis_cmd_result r = elpis_chat_command(t->app, line, tui_say, t);
         if (r == ELPIS_CMD_QUIT) t->quit = true;
         else if (r == ELPIS_CMD_CLEARED) clear_entries(t);
@@ -733,6 +809,8 @@ static void poll_emotion(tui *t) {
 /* One key while idle. */
 static void idle_key(tui *t, int r, wint_t c, const elpis_agent_ui *ui) {
     bool is_key = r == KEY_CODE_YES;
+    t->last_activity = elpis_now_ms();
+    t->dreamed = false;
     if (common_key(t, is_key, c)) return;
     if (!is_key && c == KEY_CTRL('l')) {
         elpis_agent_clear(&t->app->agent);
@@ -779,6 +857,7 @@ int elpis_chat_run_tui(elpis_chat_app *app) {
     t->status = "idle";
     t->emotion_route = true;
     t->seen_int = *app->sigint;
+    t->last_activity = elpis_now_ms();
     elpis_agent_ui ui = { ui_reply_begin, ui_text, ui_reply_end, ui_tool, ui_emotion, ui_confirm, ui_poll, 0, t };
     app->ws.confirm = app->yes ? NULL : ui_confirm;
     app->ws.confirm_ud = t;
@@ -793,6 +872,11 @@ int elpis_chat_run_tui(elpis_chat_app *app) {
         int r = get_wch(&c);
         check_signals(t);
         if (r != ERR) idle_key(t, r, c, &ui);
+        maybe_dream(t);
+        if (t->has_pending) {   /* the key that ended the dream */
+            t->has_pending = false;
+            idle_key(t, t->pending_r, t->pending_c, &ui);
+        }
     }
     endwin();
     tui_free(t);

@@ -1,7 +1,7 @@
 /* cmd_chat.c -- `elpis chat`: the terminal client.
  *
  *   elpis chat [--server URL] [--api-key K] [--workspace DIR] [--plain] [--yes]
- *   elpis chat -m MODEL [-c CTX] [-t THREADS] [--log-file F] ...
+ *   elpis chat -m MODEL [-c CTX] [-t THREADS] [--log-file F] [--data-dir DIR] ...
  *
  * With -m the server runs inside this process on a private loopback port
  * (port 0: the kernel picks) behind a random API key, so one command gives
@@ -18,6 +18,12 @@
  *
  * Front end: the full-screen UI when stdin and stdout are terminals, unless
  * --plain; otherwise plain line mode.
+ *
+ * Dreams: the client dreams after --dream-delay idle seconds (default 60 in
+ * the full-screen UI; in plain mode only when the flag is given, so a script
+ * never waits on a dream). The in-process server's own idle dream is off:
+ * the client decides when to dream, and shows it. --data-dir is the
+ * in-process server's --data-dir (emotion state and memories).
  */
 #include "cli.h"
 
@@ -40,7 +46,8 @@ static void on_sigint(int s) { (void)s; g_sigint++; }
 static void on_sigterm(int s) { (void)s; g_sigterm = 1; }
 
 typedef struct chat_opts {
-    const char *server, *api_key, *workspace, *model, *log_file, *system;
+    const char *server, *api_key, *workspace, *model, *log_file, *system, *data_dir;
+    double dream_delay_s;   /* < 0: not given */
     bool plain, yes, no_tools, thoughts;
     long ctx, threads, max_tokens;
     json_t *params;   /* --param KEY=VALUE */
@@ -55,6 +62,8 @@ static void usage(FILE *f) {
             "  -c, --ctx N         context size of the in-process server\n"
             "  -t, --threads N     threads of the in-process server\n"
             "  --log-file F        event log of the in-process server (default $XDG_STATE_HOME/elpis/chat-server.log)\n"
+            "  --data-dir DIR      emotion state and memories of the in-process server (default $XDG_DATA_HOME/elpis)\n"
+            "  --dream-delay S     dream after S idle seconds (default 60 full-screen, off in --plain; 0: never)\n"
             "  --workspace DIR     directory the model's tools may use (default .)\n"
             "  --no-tools          offer the model no tools\n"
             "  --yes               run commands and writes without asking\n"
@@ -98,6 +107,12 @@ static int parse(int argc, char **argv, chat_opts *o) {
         else if (IS("--workspace")) o->workspace = v;
         else if (IS("-m") || IS("--model")) o->model = v;
         else if (IS("--log-file")) o->log_file = v;
+        else if (IS("--data-dir")) o->data_dir = v;
+        else if (IS("--dream-delay")) {
+            long s;
+            if (!cli_parse_int("chat", a, v, 0, 86400 * 7, &s)) return 2;
+            o->dream_delay_s = (double)s;
+        }
         else if (IS("--system")) o->system = v;
         else if (IS("-c") || IS("--ctx")) { if (!cli_parse_int("chat", a, v, 16, 1 << 20, &o->ctx)) return 2; }
         else if (IS("-t") || IS("--threads")) { if (!cli_parse_int("chat", a, v, 1, 1024, &o->threads)) return 2; }
@@ -108,6 +123,7 @@ static int parse(int argc, char **argv, chat_opts *o) {
         if (takes) i++;
     }
     if (o->server && o->model) return cli_error("chat", "--server and -m exclude each other"), 2;
+    if (o->data_dir && !o->model) return cli_error("chat", "--data-dir is for the in-process server (-m)"), 2;
     return 0;
 }
 
@@ -142,6 +158,8 @@ static elpis_status start_server(const chat_opts *o, elpis_server_config *cfg, e
     cfg->model_path = strdup(model);
     if (o->ctx) cfg->ctx = (int32_t)o->ctx;
     if (o->threads) cfg->threads = (int32_t)o->threads;
+    cfg->dream_delay_s = 0;   /* the client dreams (and shows it); the server must not dream behind its back */
+    if (o->data_dir && !(cfg->psyche.data_dir = strdup(o->data_dir))) return elpis_fail(err, ELPIS_ENOMEM, "out of memory");
     *key = random_key();
     cfg->api_keys = calloc(2, sizeof *cfg->api_keys);
     if (!cfg->host || !cfg->log_file || !cfg->model_path || !*key || !cfg->api_keys || !(cfg->api_keys[0] = strdup(*key)))
@@ -227,6 +245,7 @@ static int run(const chat_opts *o, elpis_chat_app *app) {
     app->model_name = model_name;
     bool tui = !o->plain && isatty(0) && isatty(1);
     if (tui) redirect_stderr(o);
+    app->dream_delay_s = o->dream_delay_s >= 0 ? o->dream_delay_s : tui ? 60 : 0;
     int rc = tui ? elpis_chat_run_tui(app) : elpis_chat_run_plain(app);
     app->model_name = NULL;
     free(model_name);
@@ -250,7 +269,7 @@ static elpis_status setup_app(const chat_opts *o, elpis_chat_app *app, const cha
 }
 
 int cmd_chat(int argc, char **argv) {
-    chat_opts o = { .params = json_object() };
+    chat_opts o = { .params = json_object(), .dream_delay_s = -1 };
     elpis_server_config cfg;
     elpis_server *srv = NULL;
     elpis_chat_app app = { 0 };

@@ -520,6 +520,8 @@ static void new_uuid4(char out[ELPIS_MEMORY_ID_LEN + 1]) {
              b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
+void elpis_memory_new_id(char out[ELPIS_MEMORY_ID_LEN + 1]) { new_uuid4(out); }
+
 static double clamp1(double x) { return x < -1 ? -1 : x > 1 ? 1 : x; }
 
 static elpis_status check_content(elpis_memory_store *s, const char *content, elpis_error *err) {
@@ -587,7 +589,8 @@ oom:
 
 static elpis_status fill_new(elpis_memory_store *s, const elpis_memory_input *in, elpis_memory *m, elpis_error *err) {
     memset(m, 0, sizeof *m);
-    new_uuid4(m->id);
+    if (in->id && strlen(in->id) == ELPIS_MEMORY_ID_LEN) memcpy(m->id, in->id, sizeof m->id);
+    else new_uuid4(m->id);
     m->content = strdup(in->content);
     m->summary = in->summary ? strdup(in->summary) : elpis_utf8_prefix(in->content, s->cfg.summary_chars);
     m->metadata_json = strdup(in->metadata_json ? in->metadata_json : "{}");

@@ -22,6 +22,7 @@ const char *elpis_cancel_reason_name(elpis_cancel_reason r) {
     case ELPIS_CANCEL_SHUTDOWN: return "shutdown";
     case ELPIS_CANCEL_STALL: return "stall";
     case ELPIS_CANCEL_USER: return "user";
+    case ELPIS_CANCEL_DREAM: return "dream_interrupted";
     case ELPIS_CANCEL_REASON_COUNT: break;
     }
     return "unknown";

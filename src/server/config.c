@@ -58,6 +58,8 @@ static const cfg_key KEYS[] = {
     { "server", "memory_context", "memory-context", CFG_INT, OFF(memory_context), 0, 1, "chat: inject relevant memories before the last user message (1, default; 0: off)" },
     { "server", "auto_store", "auto-store", CFG_INT, OFF(auto_store), 0, 1, "chat: store important exchanges and compacted messages (1, default; 0: off)" },
     { "server", "system_prompt", "system-prompt", CFG_STR, OFF(system_prompt), 0, 0, "chat: system prompt when the client sends none" },
+    { "server", "dream_delay", "dream-delay", CFG_SECONDS, OFF(dream_delay_s), 0, 86400 * 7, "idle seconds before the server dreams (0: never; default 60 with --data-dir, else never)" },
+    { "server", "dream_interval", "dream-interval", CFG_SECONDS, OFF(dream_interval_s), 0, 86400 * 7, "seconds between idle dreams (default 300)" },
     { "server", "upstream", "upstream", CFG_STR, OFF(upstream), 0, 0, "OpenAI-compatible base URL(s), comma-separated: generation goes there, not to the local engine" },
     { "server", "upstream_key", "upstream-key", CFG_STR, OFF(upstream_key), 0, 0, "bearer key for --upstream (never logged)" },
     { "server", "upstream_model", "upstream-model", CFG_STR, OFF(upstream_model), 0, 0, "model name sent to --upstream (default: the client's)" },
@@ -91,6 +93,8 @@ void elpis_server_config_init(elpis_server_config *c) {
     c->consolidate_interval_s = 300;   /* the original's consolidation check_interval */
     c->memory_context = 1;
     c->auto_store = 1;
+    c->dream_delay_s = -1;             /* dream.c: 60 s with --data-dir, else off */
+    c->dream_interval_s = 300;         /* the original's dream_interval_seconds */
     c->temperature = 0.7;
     c->top_p = 0.9;
     c->upstream_connect_timeout_s = 10;

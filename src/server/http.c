@@ -115,8 +115,9 @@ static enum MHD_Result h_models(srv_req *r) {
     return respond_buf(r, MHD_HTTP_OK, "application/json", &b);
 }
 
-static enum MHD_Result h_chat(srv_req *r) { return srv_gen_start(r, SRV_CHAT); }
-static enum MHD_Result h_text(srv_req *r) { return srv_gen_start(r, SRV_TEXT); }
+/* A user's completion wakes the server from any dream at once (dream.c). */
+static enum MHD_Result h_chat(srv_req *r) { srv_dream_interrupt(r->srv); return srv_gen_start(r, SRV_CHAT); }
+static enum MHD_Result h_text(srv_req *r) { srv_dream_interrupt(r->srv); return srv_gen_start(r, SRV_TEXT); }
 
 /* --upstream: the local tokenizer is not the upstream's; its ids would mislead. */
 static enum MHD_Result needs_local_engine(srv_req *r, const char *what) {
@@ -151,6 +152,7 @@ static const srv_route ROUTES[] = {
     { "/v1/psyche/emotion", "GET", false, srv_h_emotion_get, false },
     { "/v1/psyche/emotion", "POST", false, srv_h_emotion_post, false },
     { "/v1/emotion", "GET", false, srv_h_emotion_full, false },
+    { "/v1/psyche/dream", "POST", false, srv_h_dream, false },
     { "/v1/memories", "POST", false, srv_h_mem_store, false },
     { "/v1/memories", "GET", false, srv_h_mem_search, false },
     { "/v1/memories/stats", "GET", false, srv_h_mem_stats, false },
@@ -250,7 +252,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!r) {
         if (!(r = req_new(s, conn))) return MHD_NO;
         *con_cls = r;
-        return on_headers(r, url, method);
+        enum MHD_Result ret = on_headers(r, url, method);
+        srv_dream_request_begin(r, url, method);
+        return ret;
     }
     if (r->phase == SRV_PH_BODY) {
         if (*upload_size) {
@@ -279,6 +283,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     srv_gen_completed(r, toe);
     srv_work_detach(r);
+    srv_dream_request_end(r);
     req_free(r);
 }
 

@@ -171,6 +171,7 @@ elpis_status elpis_server_new(elpis_server **out, const elpis_server_config *c, 
     if (c->upstream && (st = srv_up_new(&s->up, s, err)) != ELPIS_OK) goto fail;
     if ((st = init_slots(s, err)) != ELPIS_OK) goto fail;
     if ((st = srv_watcher_start(s, err)) != ELPIS_OK) goto fail;
+    if ((st = srv_dream_open(s, err)) != ELPIS_OK) goto fail;
     if ((st = srv_work_start(s, err)) != ELPIS_OK) goto fail;
     if ((st = srv_http_start(s, err)) != ELPIS_OK) goto fail;
     srv_evlog(&s->log, "server_start host=%s port=%u model=%s parallel=%d queue=%d ctx=%d auth=%s", c->host, s->port,
@@ -234,6 +235,7 @@ void elpis_server_shutdown(elpis_server *s, const char *why) {
     if (s->mhd) {
         srv_evlog(&s->log, "shutdown_begin signal=%s in_flight=%d", why ? why : "-", live_count(s));
         atomic_store(&s->draining, true);
+        srv_dream_stop(s);
         elpis_sched_drain(s->sched);
         srv_up_drain(s->up);
         if (!wait_live(s, s->cfg->drain_timeout_s * 1000.0)) {
@@ -263,6 +265,7 @@ void elpis_server_free(elpis_server *s) {
     }
     free(s->slots);
     srv_work_stop(s);             /* runs the queued analyses, joins */
+    srv_dream_close(s);
     srv_emo_view_close(s);
     elpis_psyche_close(s->psyche);
     elpis_model_free(s->model);

@@ -251,6 +251,14 @@ typedef enum srv_phase {
 
 typedef struct srv_route srv_route;
 
+/* A generation that is not an OpenAI completion on the wire (dream.c):
+ * stream.c calls these at its ends; every member may be NULL. */
+typedef struct srv_gen_hooks {
+    void (*on_final)(srv_req *r);                    /* once, when the request is seen final */
+    void (*stream_tail)(srv_req *r, elpis_buf *out); /* a normal end: events before [DONE] */
+    enum MHD_Result (*respond)(srv_req *r);          /* a normal end without stream: the whole answer */
+} srv_gen_hooks;
+
 struct srv_req {
     elpis_server *srv;
     struct MHD_Connection *conn;
@@ -282,6 +290,9 @@ struct srv_req {
     srv_job *job;                      /* phase WORK: the psyche job (see PSYCHE JOBS) */
     bool analysed;                     /* response analysis queued (once) */
     srv_agent agent;                   /* chat: the agent loop's state (agent.c) */
+    const srv_gen_hooks *hooks;        /* NULL: an OpenAI completion */
+    void *hook_data;                   /* the hooks' state (arena) */
+    bool activity;                     /* counted in the dream idle clock (dream.c) */
 
     /* lock */
     srv_session *sess;
@@ -330,12 +341,15 @@ struct elpis_server {
     uint64_t trace_base;
     atomic_llong http_codes[SRV_CODE_COUNT];
     atomic_llong streams_started, client_disconnects;
+    struct srv_dreams *dreams;         /* dream.c: running dreams, the idle clock */
 };
 
 /* stream.c: completion requests */
 enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind);
 /* After parsing (and the memory retrieval): modulate, make, submit. */
 enum MHD_Result srv_gen_launch(srv_req *r);
+/* After parsing and srv_emo_prepare: create, submit and answer (r->gen is complete). */
+enum MHD_Result srv_gen_submit(srv_req *r, srv_kind kind);
 enum MHD_Result srv_gen_resume(srv_req *r);
 void srv_gen_completed(srv_req *r, enum MHD_RequestTerminationCode toe);
 void srv_wake_locked(srv_req *r);
@@ -370,7 +384,10 @@ struct srv_job {
     char key[64];                      /* input: an id, a name */
     unsigned status;                   /* output: HTTP status */
     elpis_buf body;                    /* output: JSON body (an error envelope when status >= 400) */
-    srv_job_then then;                 /* set: called with the done job instead of answering from it */
+    /* MHD thread, when the job is done with status < 400: continue the
+     * request instead of answering with body (j is freed after it
+     * returns). NULL: answer. */
+    srv_job_then then;
 };
 
 srv_job *srv_job_new(srv_job_fn run);  /* NULL on OOM */
@@ -392,6 +409,21 @@ void srv_work_detach(srv_req *r);
 void srv_work_quiesce(elpis_server *s);
 /* Run what is queued, stop the timer, join. Idempotent. */
 void srv_work_stop(elpis_server *s);
+/* Any thread: make the worker look at its timers (and the idle dream) now. */
+void srv_work_wake(elpis_server *s);
+
+/* ---- dreams (dream.c) ------------------------------------------------------------------------------ */
+elpis_status srv_dream_open(elpis_server *s, elpis_error *err);
+void srv_dream_close(elpis_server *s);                /* after the worker and the scheduler stopped */
+void srv_dream_stop(elpis_server *s);                 /* shutdown: no new dream; cancel the idle one */
+enum MHD_Result srv_h_dream(srv_req *r);              /* POST /v1/psyche/dream */
+/* MHD thread, a completion request arrived: cancel every running dream. */
+void srv_dream_interrupt(elpis_server *s);
+/* http.c: a request begins / ends (the idle clock; r->activity says whether it counts). */
+void srv_dream_request_begin(srv_req *r, const char *url, const char *method);
+void srv_dream_request_end(srv_req *r);
+/* Worker thread: drive the idle dream; returns when to look again (ms clock, 0: no need). */
+double srv_dream_tick(elpis_server *s);
 
 /* ---- emotion (psyche_api.c) ------------------------------------------------------------------------ */
 /* The MHD thread reads the emotional state from a view the worker publishes

@@ -176,6 +176,7 @@ static void on_final(srv_req *r) {
     srv_session_on_final(r->srv, r);
     pthread_mutex_unlock(&r->srv->lock);
     srv_agent_final(r);   /* auto-storage, queued before the answer goes out */
+    if (r->hooks && r->hooks->on_final) r->hooks->on_final(r);
 }
 
 static const char *finish_reason(const elpis_req_status *st) {
@@ -196,6 +197,7 @@ static void stream_final_events(srv_req *r) {
     if (normal) {
         srv_agent_stream_finish(r, finish_reason(st));
         if (r->wire.include_usage) srv_sse_usage(&r->out, &r->wire, st->n_prompt, st->n_generated, st->n_cached);
+        if (r->hooks && r->hooks->stream_tail) r->hooks->stream_tail(r, &r->out);
     } else if (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SUPERSEDED) {
         superseded_msg(r, msg, sizeof msg);
         srv_sse_error(&r->out, "request_cancelled", "superseded", msg);
@@ -282,6 +284,7 @@ static enum MHD_Result respond_final(srv_req *r) {
     elpis_buf b = { 0 };
     bool normal = st->state == ELPIS_REQ_DONE ||
                   (st->state == ELPIS_REQ_CANCELLED && st->cancel_reason == ELPIS_CANCEL_SHUTDOWN);
+    if (normal && r->hooks && r->hooks->respond) return r->hooks->respond(r);
     if (normal) {
         srv_agent_final_body(r, &b, finish_reason(st), st);
         return respond_buf(r, MHD_HTTP_OK, "application/json", &b, false);
@@ -412,12 +415,17 @@ enum MHD_Result srv_gen_start(srv_req *r, srv_kind kind) {
 }
 
 enum MHD_Result srv_gen_launch(srv_req *r) {
+    srv_api_error e = { 0 };
+    if (!srv_emo_prepare(r, &e)) return srv_respond_api_error(r, &e);
+    srv_agent_prepared(r);
+    return srv_gen_submit(r, r->gen.kind);
+}
+
+enum MHD_Result srv_gen_submit(srv_req *r, srv_kind kind) {
     elpis_server *s = r->srv;
     srv_api_error e = { 0 };
     elpis_error err = { 0 };
-    if (!srv_emo_prepare(r, &e)) return srv_respond_api_error(r, &e);
-    srv_agent_prepared(r);
-    setup_wire(r, r->gen.kind);
+    setup_wire(r, kind);
     if (!make_request(r, &e)) return srv_respond_api_error(r, &e);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     pthread_mutex_lock(&s->lock);

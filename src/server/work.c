@@ -15,6 +15,11 @@
  * (between jobs, never inside one), so consolidation never races a store
  * and a slow run only delays memory requests, never generation.
  *
+ * It also drives the idle dream (dream.c): srv_dream_tick starts it when the
+ * server has been idle long enough and moves its text as the scheduler
+ * produces it (the request's notify wakes this thread); it is looked at
+ * between jobs, like the consolidation timer.
+ *
  * Jobs run in submission order. On stop the queue is run to the end (the
  * analyses of the last completions are committed), then the thread exits.
  */
@@ -32,6 +37,7 @@ struct srv_worker {
     pthread_cond_t cv;
     srv_job *head, *tail;
     bool quit;
+    bool kick;                         /* srv_work_wake: look at the timers now */
     int n_waiting;                     /* srv->lock: jobs a request waits for */
     double next_tick_ms;               /* next consolidation check (worker only) */
 };
@@ -93,14 +99,22 @@ static void finish(elpis_server *s, srv_job *j) {
     if (!r) srv_job_free(j);
 }
 
-/* Wait for a job, the timer or quit. NULL: quit with an empty queue. */
-static srv_job *next_job(elpis_server *s, bool *tick) {
+/* The earliest timer: consolidation, or what the idle dream asked for (0: none). */
+static double next_deadline(elpis_server *s, double dream_ms) {
+    double d = interval_ms(s) > 0 ? s->work->next_tick_ms : 0;
+    if (dream_ms > 0 && (d <= 0 || dream_ms < d)) d = dream_ms;
+    return d;
+}
+
+/* Wait for a job, a timer, a wake or quit. NULL: quit with an empty queue. */
+static srv_job *next_job(elpis_server *s, double dream_ms, bool *tick) {
     struct srv_worker *w = s->work;
+    double deadline = next_deadline(s, dream_ms);
     *tick = false;
     pthread_mutex_lock(&w->mu);
-    while (!w->head && !w->quit) {
-        if (interval_ms(s) <= 0) { pthread_cond_wait(&w->cv, &w->mu); continue; }
-        double wait = w->next_tick_ms - elpis_now_ms();
+    while (!w->head && !w->quit && !w->kick) {
+        if (deadline <= 0) { pthread_cond_wait(&w->cv, &w->mu); continue; }
+        double wait = deadline - elpis_now_ms();
         if (wait <= 0) { *tick = true; break; }
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
@@ -109,6 +123,8 @@ static srv_job *next_job(elpis_server *s, bool *tick) {
         dl.tv_nsec = (long)(ns % 1000000000LL);
         pthread_cond_timedwait(&w->cv, &w->mu, &dl);
     }
+    if (w->kick) *tick = true;
+    w->kick = false;
     srv_job *j = w->head;
     if (j && !(w->head = j->next)) w->tail = NULL;
     pthread_mutex_unlock(&w->mu);
@@ -118,9 +134,10 @@ static srv_job *next_job(elpis_server *s, bool *tick) {
 static void *worker_main(void *arg) {
     elpis_server *s = arg;
     struct srv_worker *w = s->work;
+    double dream_ms = 0;
     for (;;) {
         bool tick;
-        srv_job *j = next_job(s, &tick);
+        srv_job *j = next_job(s, dream_ms, &tick);
         if (!j && !tick) break;
         if (j) {
             j->run(s, j);
@@ -130,6 +147,7 @@ static void *worker_main(void *arg) {
             srv_mem_consolidate_tick(s);
             w->next_tick_ms = elpis_now_ms() + interval_ms(s);
         }
+        dream_ms = srv_dream_tick(s);
     }
     return NULL;
 }
@@ -157,6 +175,15 @@ static void enqueue(struct srv_worker *w, srv_job *j) {
     pthread_mutex_unlock(&w->mu);
 }
 
+void srv_work_wake(elpis_server *s) {
+    struct srv_worker *w = s->work;
+    if (!w || !w->started) return;
+    pthread_mutex_lock(&w->mu);
+    w->kick = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 void srv_work_post(elpis_server *s, srv_job *j) {
     if (!s->work || !s->work->started) { srv_job_free(j); return; }
     enqueue(s->work, j);
@@ -167,7 +194,9 @@ void srv_work_post(elpis_server *s, srv_job *j) {
 static enum MHD_Result answer(srv_req *r) {
     srv_job *j = r->job;
     r->job = NULL;
-    if (j->then) {   /* a step of a longer request (agent.c's memory retrieval) */
+    /* a step of a longer request (agent.c's memory retrieval, dream.c's
+     * gathering); a job that failed (status >= 400) answers with its error */
+    if (j->then && j->status < 400) {
         enum MHD_Result ret = j->then(r, j);
         srv_job_free(j);
         return ret;

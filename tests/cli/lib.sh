@@ -25,31 +25,36 @@ finish() {
 }
 
 # ---- `elpis serve` helpers (tests that need one server at a time) -----------------------------------
-# srv_start NAME ARGS...: serve the tiny model on a free port; sets SRV_PID, LOG, URL.
-# srv_stop: SIGTERM, bounded wait; the exit code in STOP_RC.
+# serve_start NAME ARGS...: `elpis serve ARGS` on a free loopback port with the event log $TMP/NAME.log;
+#   sets SRV_PID, PORT, URL, LOG (the test kills SRV_PID in its EXIT trap). Fails the suite if it does not start.
+# srv_start NAME ARGS...: the same with the tiny model (-m stories260K).
+# serve_stop / srv_stop: SIGTERM, at most 30 s for the drain, then SIGKILL; STOP_RC is its exit code.
 # http METHOD PATH [BODY]: prints "BODY STATUS"; status_of / body_of split it.
 # jget JSON EXPR: a field (node), e.g. jget "$r" .elpis.memories
-SRV_PID=""; LOG=""; URL=""
-srv_start() {
+SRV_PID=""; LOG=""; URL=""; PORT=""
+serve_start() {
   local name=$1; shift
   LOG="$TMP/$name.log"
-  "$ELPIS_BIN" serve -m "$ELPIS_SHARED/models/stories260K.gguf" --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" \
-    2>"$TMP/$name.err" &
+  "$ELPIS_BIN" serve --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
   SRV_PID=$!
   for _ in $(seq 300); do
     grep -q ' server_start ' "$LOG" 2>/dev/null && break
     kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.05
+    sleep 0.1
   done
-  local port; port=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | tail -1)
-  URL="http://127.0.0.1:$port"
-  [ -n "$port" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
+  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
+  URL="http://127.0.0.1:$PORT"
+  [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
 }
-srv_stop() {
+srv_start() { local name=$1; shift; serve_start "$name" -m "$ELPIS_SHARED/models/stories260K.gguf" "$@"; }
+serve_stop() {
   kill -TERM "$SRV_PID" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SRV_PID" 2>/dev/null; wait "$SRV_PID"; STOP_RC=$?; SRV_PID=""
+  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SRV_PID" 2>/dev/null
+  wait "$SRV_PID" 2>/dev/null; STOP_RC=$?
+  SRV_PID=""
 }
+srv_stop() { serve_stop; }
 http() {
   if [ -n "${3-}" ]; then curl -s -X "$1" -w ' %{http_code}' -H 'Content-Type: application/json' "$URL$2" --data-binary "$3"
   else curl -s -X "$1" -w ' %{http_code}' "$URL$2"; fi

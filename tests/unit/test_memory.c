@@ -194,6 +194,31 @@ static void test_store_get_delete(void **state) {
     env_close(&e);
 }
 
+/* A caller may name the memory in advance (a dream answers with its id
+ * before the worker stores it); a malformed id is ignored, not stored. */
+static void test_add_with_given_id(void **state) {
+    (void)state;
+    env e;
+    env_open(&e, NULL);
+    char given[ELPIS_MEMORY_ID_LEN + 1], id[ELPIS_MEMORY_ID_LEN + 1];
+    elpis_memory_new_id(given);
+    assert_int_equal(strlen(given), 36);
+    assert_int_equal(given[14], '4');
+    elpis_memory_input in = { .content = "a dream of rivers", .id = given };
+    elpis_error err = { 0 };
+    assert_int_equal(elpis_memory_add(e.s, &in, id, NULL, &err), ELPIS_OK);
+    assert_string_equal(id, given);
+    elpis_memory m;
+    get(&e, given, &m);
+    assert_string_equal(m.content, "a dream of rivers");
+    elpis_memory_clear(&m);
+    in.id = "not-an-id";
+    assert_int_equal(elpis_memory_add(e.s, &in, id, NULL, &err), ELPIS_OK);
+    assert_int_equal(strlen(id), 36);
+    assert_string_not_equal(id, given);
+    env_close(&e);
+}
+
 static void test_input_errors(void **state) {
     (void)state;
     elpis_memory_config c = elpis_memory_default_config();
@@ -1382,6 +1407,7 @@ static void test_acknowledged_survive_kill(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_get_delete),
+        cmocka_unit_test(test_add_with_given_id),
         cmocka_unit_test(test_input_errors),
         cmocka_unit_test(test_hostile_text),
         cmocka_unit_test(test_access_count_on_retrieval),
