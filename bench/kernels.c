@@ -2,7 +2,7 @@
  *
  *   build/bench_kernels [ROWS] [COLS] [N_IN] [REPS]     (default 2048 128 2048 20)
  *
- * One thread, random Q8_0, Q4_0, Q4_K and Q6_K weights: ROWS x N_IN against COLS
+ * One thread, random Q8_0, Q4_0 and Q4_K weights: ROWS x N_IN against COLS
  * activation columns, computed two ways,
  *   - vec_dot: one weight row at a time against max_nrc columns (the
  *     unpacked path of forward.c), and
@@ -38,8 +38,7 @@ static void fill_weights(elpis_dtype t, uint8_t *w, int64_t rows, int64_t n) {
     for (size_t i = 0; i < rb * (size_t)rows; i++) w[i] = (uint8_t)rnd();
     for (size_t off = 0; off < rb * (size_t)rows; off += bb) {
         const uint16_t d[2] = { elpis_f32_to_f16(0.001f * (1 + rnd() % 100)), elpis_f32_to_f16(0.001f * (1 + rnd() % 100)) };
-        if (t == ELPIS_Q6_K) memcpy(w + off + bb - 2, d, 2);   /* Q6_K's d is last */
-        else memcpy(w + off, d, t == ELPIS_Q4_K ? 4 : 2);      /* d (and Q4_K's dmin) lead the others */
+        memcpy(w + off, d, t == ELPIS_Q4_K ? 4 : 2);   /* d (and Q4_K's dmin) lead every block */
     }
 }
 
@@ -116,11 +115,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_kernels [ROWS (multiple of 8)] [COLS] [N_IN (multiple of 32)] [REPS]\n");
         return 2;
     }
-    static const elpis_dtype types[] = { ELPIS_Q8_0, ELPIS_Q4_0, ELPIS_Q4_K, ELPIS_Q6_K };
+    static const elpis_dtype types[] = { ELPIS_Q8_0, ELPIS_Q4_0, ELPIS_Q4_K };
     int rc = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 3; i++)
         if (n % elpis_type_info_of(types[i])->blck == 0) rc |= bench_type(types[i], rows, cols, n, reps);
-    for (int i = 0; i < 4 && cols > 1; i++)
+    for (int i = 0; i < 3 && cols > 1; i++)
         if (n % elpis_type_info_of(types[i])->blck == 0) rc |= bench_type(types[i], rows, 1, n, reps);
     return rc;
 }

@@ -147,13 +147,8 @@ static inline void elpis_k4_scales_packed(const uint8_t q[12], uint64_t *sc, uin
  *           qs[j] = sub-block j's nibbles arranged as a Q4_0x8 block's qs.
  *           Against Q8_KS: the sub-block scales multiply exact integer
  *           sub-block sums; the mins meet the activation's sub-block sums.
- *   Q6_Kx8 (super-block of 256, against Q8_K): d[r]; the 16-value scales as
- *           pairs sc[j/2][r][j%2]; per sub-block j of 16 values, lo[j] holds
- *           their low 4 bits as two Q4_0x8-style chunks and hi[j] their top
- *           2 bits: byte r*4 + e%4, bits 2*(e/4). Stored unsigned (q = w + 32);
- *           the offset meets Q8_K's 16-value sums through the scales.
- * A Q8_0 / Q4_0 / Q6_K group is exactly as large as its 8 source rows; a
- * Q4_K group 32 bytes per super-block larger (elpis_pack8_bytes). */
+ * A Q8_0 / Q4_0 group is exactly as large as its 8 source rows; a Q4_K group
+ * 32 bytes per super-block larger (elpis_pack8_bytes). */
 /* Q8_S: d = Q8_0's f16 scale, widened; ms = -128 * sum(qs), the Q8_0x8
  * offset term as is (one broadcast), and Q4_0x8's -8 * sum(qs) as ms >> 4. */
 typedef struct { float d; int32_t ms; int8_t qs[32]; } elpis_block_q8_s;
@@ -162,9 +157,8 @@ typedef struct { float d; int16_t bsub[8]; int8_t qs[256]; } elpis_block_q8_ks;
 typedef struct { uint16_t d[8]; uint8_t qs[256]; } elpis_block_q8_0x8;
 typedef struct { uint16_t d[8]; uint8_t qs[128]; } elpis_block_q4_0x8;
 typedef struct { uint16_t d[8], dmin[8]; uint8_t sc[8][8]; uint8_t mn[4][8][2]; uint8_t qs[8][128]; } elpis_block_q4_Kx8;
-typedef struct { uint16_t d[8]; int8_t sc[8][8][2]; uint8_t lo[16][64]; uint8_t hi[16][32]; } elpis_block_q6_Kx8;
 
-/* Can weights of type t be packed (Q8_0, Q4_0, Q4_K, Q6_K)? */
+/* Can weights of type t be packed (Q8_0, Q4_0, Q4_K)? */
 bool elpis_pack8_supported(elpis_dtype t);
 /* Bytes of one packed group of 8 rows of n elements. */
 size_t elpis_pack8_bytes(elpis_dtype t, int64_t n);
@@ -186,8 +180,6 @@ bool elpis_quant__fill_avx2(elpis_kernels *k);
 void elpis_quant__fill_pack_portable(elpis_kernels *k);
 void elpis_quant__quantize_q8_s(const float *src, void *dst, int64_t n);
 void elpis_quant__quantize_q8_ks(const float *src, void *dst, int64_t n);
-/* Q6_K's 256 values of a block, offset removed (q - 32), in element order. */
-void elpis_quant__q6_unpack(const elpis_block_q6_K *b, int q[256]);
 bool elpis_quant__fill_avx512(elpis_kernels *k);
 
 #endif

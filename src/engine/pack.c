@@ -25,16 +25,14 @@
 #include <math.h>
 #include <string.h>
 
-bool elpis_pack8_supported(elpis_dtype t) { return t == ELPIS_Q8_0 || t == ELPIS_Q4_0 || t == ELPIS_Q4_K || t == ELPIS_Q6_K; }
+bool elpis_pack8_supported(elpis_dtype t) { return t == ELPIS_Q8_0 || t == ELPIS_Q4_0 || t == ELPIS_Q4_K; }
 
 size_t elpis_pack8_bytes(elpis_dtype t, int64_t n) {
     if (t == ELPIS_Q4_K) return (size_t)(n / ELPIS_QK_K) * sizeof(elpis_block_q4_Kx8);
     return 8 * elpis_row_bytes(t, n);
 }
 
-elpis_dtype elpis_pack8_act(elpis_dtype t) {
-    return t == ELPIS_Q4_K ? ELPIS_Q8_KS : t == ELPIS_Q6_K ? ELPIS_Q8_K : ELPIS_Q8_S;
-}
+elpis_dtype elpis_pack8_act(elpis_dtype t) { return t == ELPIS_Q4_K ? ELPIS_Q8_KS : ELPIS_Q8_S; }
 
 /* ---- packing ------------------------------------------------------------------- */
 
@@ -56,16 +54,14 @@ static void pack_q8_0(const char *rows, size_t row_bytes, int64_t nb, elpis_bloc
     }
 }
 
-/* 8*nchunks nibbles of row r (element e = q[e], 0..15) into the Q4_0x8 qs
- * layout: chunk m holds elements 8m..8m+3 (low) and 8m+4..8m+7 (high). */
-static void put_chunks(uint8_t *qs, int r, const uint8_t *q, int nchunks) {
-    for (int m = 0; m < nchunks; m++)
+/* 32 nibbles of row r (element e = q[e], 0..15) into the Q4_0x8 qs layout:
+ * chunk m holds elements 8m..8m+3 (low) and 8m+4..8m+7 (high). */
+static void put_nibbles(uint8_t qs[128], int r, const uint8_t q[32]) {
+    for (int m = 0; m < 4; m++)
         for (int t = 0; t < 4; t++) qs[m * 32 + r * 4 + t] = (uint8_t)(q[8 * m + t] | q[8 * m + 4 + t] << 4);
 }
 
-static void put_nibbles(uint8_t qs[128], int r, const uint8_t q[32]) { put_chunks(qs, r, q, 4); }
-
-static int get_nibble(const uint8_t *qs, int r, int e) {
+static int get_nibble(const uint8_t qs[128], int r, int e) {
     const uint8_t byte = qs[(e / 8) * 32 + r * 4 + e % 4];
     return (e / 4) % 2 ? byte >> 4 : byte & 0x0F;
 }
@@ -104,39 +100,10 @@ static void pack_q4_K(const char *rows, size_t row_bytes, int64_t nb, elpis_bloc
         }
 }
 
-/* Q6_K: values q = w + 32 (0..63), sub-blocks of 16; see quant.h. */
-static void pack_q6_K(const char *rows, size_t row_bytes, int64_t nb, elpis_block_q6_Kx8 *dst) {
-    for (int64_t b = 0; b < nb; b++) {
-        memset(dst[b].hi, 0, sizeof dst[b].hi);
-        for (int r = 0; r < 8; r++) {
-            const elpis_block_q6_K *src = (const elpis_block_q6_K *)(rows + r * row_bytes) + b;
-            int v[256];
-            elpis_quant__q6_unpack(src, v);
-            dst[b].d[r] = src->d;
-            for (int j = 0; j < 16; j++) {
-                uint8_t lo[16];
-                for (int e = 0; e < 16; e++) {
-                    const int q = v[16 * j + e] + 32;
-                    lo[e] = (uint8_t)(q & 15);
-                    dst[b].hi[j][r * 4 + e % 4] |= (uint8_t)((q >> 4) << (2 * (e / 4)));
-                }
-                put_chunks(dst[b].lo[j], r, lo, 2);
-                dst[b].sc[j / 2][r][j % 2] = src->scales[j];
-            }
-        }
-    }
-}
-
-/* Value e (0..15) of sub-block j, row r, with its offset: 0..63. */
-static int q6x8_q(const elpis_block_q6_Kx8 *g, int j, int r, int e) {
-    return get_nibble(g->lo[j], r, e) | ((g->hi[j][r * 4 + e % 4] >> (2 * (e / 4))) & 3) << 4;
-}
-
 void elpis_pack8(elpis_dtype t, const void *rows, size_t row_bytes, int64_t n, void *dst) {
     if (t == ELPIS_Q8_0) pack_q8_0(rows, row_bytes, n / ELPIS_QK, dst);
     else if (t == ELPIS_Q4_0) pack_q4_0(rows, row_bytes, n / ELPIS_QK, dst);
     else if (t == ELPIS_Q4_K) pack_q4_K(rows, row_bytes, n / ELPIS_QK_K, dst);
-    else if (t == ELPIS_Q6_K) pack_q6_K(rows, row_bytes, n / ELPIS_QK_K, dst);
 }
 
 /* Weight e of row r in a packed block, without its offset. */
@@ -154,22 +121,9 @@ static void unpack_q4_K(const elpis_block_q4_Kx8 *g, int64_t nb, int r, float *d
     }
 }
 
-/* As deq_q6_K in quant.c: d * sc * (q - 32). */
-static void unpack_q6_K(const elpis_block_q6_Kx8 *g, int64_t nb, int r, float *dst) {
-    for (int64_t b = 0; b < nb; b++) {
-        const float d = elpis_f16_to_f32(g[b].d[r]);
-        for (int e = 0; e < 256; e++)
-            dst[b * ELPIS_QK_K + e] = d * (float)g[b].sc[e / 32][r][(e / 16) % 2] * (float)(q6x8_q(&g[b], e / 16, r, e % 16) - 32);
-    }
-}
-
 void elpis_unpack8_row(elpis_dtype t, const void *group, int64_t n, int r, float *dst) {
     if (t == ELPIS_Q4_K) {
         unpack_q4_K(group, n / ELPIS_QK_K, r, dst);
-        return;
-    }
-    if (t == ELPIS_Q6_K) {
-        unpack_q6_K(group, n / ELPIS_QK_K, r, dst);
         return;
     }
     for (int64_t b = 0; b < n / ELPIS_QK; b++)
@@ -250,31 +204,6 @@ void elpis_quant__quantize_q8_s(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* Q6_K per super-block and row: itotal = sum_j sc_j * (exact sum of q * x
- * over sub-block j) - 32 * sum_j sc_j * bsums_j; acc += itotal * (d*dx). */
-static void gemm8_q6_K(int64_t n, float *s, size_t bs, const void *groups, int64_t ng, const void *vx, size_t bx, int nrc) {
-    const int64_t nb = n / ELPIS_QK_K;
-    for (int64_t i = 0; i < ng; i++)
-        for (int c = 0; c < nrc; c++) {
-            const elpis_block_q8_K *x = (const elpis_block_q8_K *)((const char *)vx + (size_t)c * bx);
-            float acc[8] = { 0 };
-            for (int64_t b = 0; b < nb; b++) {
-                const elpis_block_q6_Kx8 *g = (const elpis_block_q6_Kx8 *)groups + i * nb + b;
-                for (int r = 0; r < 8; r++) {
-                    int32_t iacc = 0, ioff = 0;
-                    for (int j = 0; j < 16; j++) {
-                        int32_t isum = 0;
-                        for (int e = 0; e < 16; e++) isum += q6x8_q(g, j, r, e) * x[b].qs[16 * j + e];
-                        iacc += isum * g->sc[j / 2][r][j % 2];
-                        ioff += g->sc[j / 2][r][j % 2] * x[b].bsums[j];
-                    }
-                    acc[r] = fmaf((float)(iacc - 32 * ioff), elpis_f16_to_f32(g->d[r]) * x[b].d, acc[r]);
-                }
-            }
-            memcpy(s + (size_t)c * bs + 8 * i, acc, sizeof acc);
-        }
-}
-
 /* Q8_KS: Q8_K, with the 16-value bsums added up in pairs. */
 void elpis_quant__quantize_q8_ks(const float *src, void *dst, int64_t n) {
     elpis_block_q8_ks *y = dst;
@@ -291,7 +220,6 @@ void elpis_quant__fill_pack_portable(elpis_kernels *k) {
     k->gemm8[ELPIS_Q8_0] = gemm8_q8_0;
     k->gemm8[ELPIS_Q4_0] = gemm8_q4_0;
     k->gemm8[ELPIS_Q4_K] = gemm8_q4_K;
-    k->gemm8[ELPIS_Q6_K] = gemm8_q6_K;
     k->quantize[ELPIS_Q8_S] = elpis_quant__quantize_q8_s;
     k->quantize[ELPIS_Q8_KS] = elpis_quant__quantize_q8_ks;
 }

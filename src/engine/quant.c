@@ -48,7 +48,6 @@ _Static_assert(sizeof(elpis_block_q8_0x8) == 8 * 34, "q8_0x8 block");
 _Static_assert(sizeof(elpis_block_q4_0x8) == 8 * 18, "q4_0x8 block");
 _Static_assert(sizeof(elpis_block_q4_Kx8) == 8 * 144 + 32, "q4_Kx8 block");
 _Static_assert(sizeof(elpis_block_q8_ks) == 276, "q8_ks block");
-_Static_assert(sizeof(elpis_block_q6_Kx8) == 8 * 210, "q6_Kx8 block");
 
 /* ==== Type table ========================================================== */
 
@@ -194,7 +193,7 @@ static void deq_q5_K(const elpis_block_q5_K *b, float *y) {
  * per half h (ql += 64, qh += 32), l < 32:
  *   y[l]    = ql[l]&15    | ((qh[l]>>0)&3)<<4      y[l+64] = ql[l]>>4    | ((qh[l]>>4)&3)<<4
  *   y[l+32] = ql[l+32]&15 | ((qh[l]>>2)&3)<<4      y[l+96] = ql[l+32]>>4 | ((qh[l]>>6)&3)<<4 */
-void elpis_quant__q6_unpack(const elpis_block_q6_K *b, int q[256]) {
+static void q6_unpack(const elpis_block_q6_K *b, int q[256]) {
     for (int h = 0; h < 2; h++) {
         const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
         int *y = q + 128 * h;
@@ -211,7 +210,7 @@ void elpis_quant__q6_unpack(const elpis_block_q6_K *b, int q[256]) {
 static void deq_q6_K(const elpis_block_q6_K *b, float *y) {
     const float d = f16(b->d);
     int q[256];
-    elpis_quant__q6_unpack(b, q);
+    q6_unpack(b, q);
     for (int e = 0; e < 256; e++) y[e] = d * (float)b->scales[e / 16] * (float)q[e];
 }
 
@@ -461,7 +460,7 @@ static float dot1_q6_K(int64_t nb, const void *vw, const void *vx) {
     float sum = 0.0f;
     for (int64_t i = 0; i < nb; i++) {
         int q[256], sumi = 0;
-        elpis_quant__q6_unpack(&w[i], q);
+        q6_unpack(&w[i], q);
         for (int k = 0; k < 16; k++) {       /* one scale per 16 weights */
             int s = 0;
             for (int l = 16 * k; l < 16 * k + 16; l++) s += q[l] * x[i].qs[l];

@@ -77,7 +77,7 @@ AVX512_INLINE __m512i join256(__m256i lo, __m256i hi) {
  * halves, and pairing blocks in a zmm cost more shuffles than it saved
  * (measured). */
 
-enum { K_Q8_0, K_Q4_0, K_Q5_0, K_Q4_1, K_Q5_1, K_Q4_K, K_Q6_K };
+enum { K_Q8_0, K_Q4_0, K_Q5_0, K_Q4_1, K_Q5_1, K_Q4_K };
 #define HAS_M(kind) ((kind) == K_Q4_1 || (kind) == K_Q5_1)
 
 AVX512_INLINE __m256i nibbles32(const uint8_t *qs) {
@@ -417,14 +417,6 @@ AVX512_INLINE int32_t p8_offset(const elpis_block_q8_s *y, const int kind) {
     return kind == K_Q8_0 ? y->ms : y->ms / 16;   /* ms = -128 * sum: exact */
 }
 
-/* The 16 row results of nc columns; a lone group (`half`) keeps 8. */
-AVX512_INLINE void p16_store(float *s, size_t bs, const __m512 acc[4], const int nc, bool half) {
-    UNROLL for (int c = 0; c < nc; c++) {
-        if (half) _mm256_storeu_ps(s + (size_t)c * bs, _mm512_castps512_ps256(acc[c]));
-        else _mm512_storeu_ps(s + (size_t)c * bs, acc[c]);
-    }
-}
-
 /* Two adjacent groups (16 rows, zmm) x nc columns; g1 = g0 + one group.
  * A lone last group passes g1 = g0 and `half`: the upper 8 lanes repeat
  * the lower ones and are not stored (one spare group's work per call, and
@@ -451,7 +443,10 @@ AVX512_INLINE void p16_cols(int64_t nb, float *s, size_t bs, const void *g0, con
             acc[c] = _mm512_fmadd_ps(isum, _mm512_mul_ps(dw, _mm512_set1_ps(y->d)), acc[c]);
         }
     }
-    p16_store(s, bs, acc, nc, half);
+    UNROLL for (int c = 0; c < nc; c++) {
+        if (half) _mm256_storeu_ps(s + (size_t)c * bs, _mm512_castps512_ps256(acc[c]));
+        else _mm512_storeu_ps(s + (size_t)c * bs, acc[c]);
+    }
 }
 
 /* Q4_Kx8 x Q8_KS, two adjacent groups (or one, `half`) x nc columns. Per
@@ -511,67 +506,10 @@ AVX512_INLINE void k4p_cols(int64_t nb, float *s, size_t bs, const elpis_block_q
             acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(imin), _mm512_mul_ps(dm, yd), acc[c]);
         }
     }
-    p16_store(s, bs, acc, nc, half);
-}
-
-/* Q6_Kx8 x Q8_K, two adjacent groups (or one, `half`) x nc columns. Per
- * 16-value sub-block j: 4 weight registers (low nibbles from two chunks, the
- * top 2 bits ORed in from hi[j]), 4 vpdpbusd per column for the exact sum,
- * vpmulld by the row's signed scale. The offset: 32 * sum_j sc_j * bsums_j
- * by vpdpwssd of the rows' scale pairs against the activation's 16-value
- * sums. acc += (iacc - 32 * ioff) * (d*dx), fused, as the reference. */
-AVX512_INLINE void k6p_weights(const elpis_block_q6_Kx8 *p, int j, __m256i w[4]) {
-    const __m256i hb = load256(p->hi[j]), m3 = _mm256_set1_epi8(0x30);
-    q4_split(load256(p->lo[j]), &w[0], &w[1]);
-    q4_split(load256(p->lo[j] + 32), &w[2], &w[3]);
-    w[0] = _mm256_or_si256(w[0], _mm256_and_si256(_mm256_slli_epi16(hb, 4), m3));
-    w[1] = _mm256_or_si256(w[1], _mm256_and_si256(_mm256_slli_epi16(hb, 2), m3));
-    w[2] = _mm256_or_si256(w[2], _mm256_and_si256(hb, m3));
-    w[3] = _mm256_or_si256(w[3], _mm256_and_si256(_mm256_srli_epi16(hb, 2), m3));
-}
-
-AVX512_INLINE void k6p_cols(int64_t nb, float *s, size_t bs, const elpis_block_q6_Kx8 *g0,
-                            const elpis_block_q6_Kx8 *g1, bool half, const char *x, size_t bx, const int nc) {
-    __m512 acc[4];
-    UNROLL for (int c = 0; c < nc; c++) acc[c] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const elpis_block_q6_Kx8 *p0 = g0 + b, *p1 = g1 + b;
-        __m512i iacc[4], ioff[4];
-        UNROLL for (int c = 0; c < nc; c++) iacc[c] = ioff[c] = _mm512_setzero_si512();
-        for (int i = 0; i < 8; i++) {   /* sub-blocks 2i, 2i+1 share a scale pair */
-            const __m512i sp = join256(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p0->sc[i])),
-                                       _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p1->sc[i])));
-            const __m512i sc[2] = { _mm512_srai_epi32(_mm512_slli_epi32(sp, 16), 16), _mm512_srai_epi32(sp, 16) };
-            UNROLL for (int h = 0; h < 2; h++) {
-                const int j = 2 * i + h;
-                __m256i w0[4], w1[4];
-                __m512i w[4];
-                k6p_weights(p0, j, w0);
-                k6p_weights(p1, j, w1);
-                UNROLL for (int k = 0; k < 4; k++) w[k] = join256(w0[k], w1[k]);
-                UNROLL for (int c = 0; c < nc; c++) {
-                    const int8_t *yq = ((const elpis_block_q8_K *)(x + (size_t)c * bx) + b)->qs + 16 * j;
-                    __m512i e = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], _mm512_set1_epi32(load4(yq)));
-                    __m512i o = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[1], _mm512_set1_epi32(load4(yq + 4)));
-                    e = _mm512_dpbusd_epi32(e, w[2], _mm512_set1_epi32(load4(yq + 8)));
-                    o = _mm512_dpbusd_epi32(o, w[3], _mm512_set1_epi32(load4(yq + 12)));
-                    iacc[c] = _mm512_add_epi32(iacc[c], _mm512_mullo_epi32(_mm512_add_epi32(e, o), sc[h]));
-                }
-            }
-            UNROLL for (int c = 0; c < nc; c++) {
-                int32_t pair;
-                memcpy(&pair, &((const elpis_block_q8_K *)(x + (size_t)c * bx) + b)->bsums[2 * i], 4);
-                ioff[c] = _mm512_dpwssd_epi32(ioff[c], sp, _mm512_set1_epi32(pair));
-            }
-        }
-        const __m512 dw = k4p_join_ph(p0->d, p1->d);
-        UNROLL for (int c = 0; c < nc; c++) {
-            const float yd = ((const elpis_block_q8_K *)(x + (size_t)c * bx) + b)->d;
-            const __m512i it = _mm512_sub_epi32(iacc[c], _mm512_slli_epi32(ioff[c], 5));
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(it), _mm512_mul_ps(dw, _mm512_set1_ps(yd)), acc[c]);
-        }
+    UNROLL for (int c = 0; c < nc; c++) {
+        if (half) _mm256_storeu_ps(s + (size_t)c * bs, _mm512_castps512_ps256(acc[c]));
+        else _mm512_storeu_ps(s + (size_t)c * bs, acc[c]);
     }
-    p16_store(s, bs, acc, nc, half);
 }
 
 /* All columns of one pair (or lone group), in tiles of 4. */
@@ -581,8 +519,6 @@ AVX512_INLINE void p16_tiles(int64_t nb, float *s, size_t bs, const char *g0, co
     do {                                                                                                  \
         if (kind == K_Q4_K)                                                                               \
             k4p_cols(nb, s, bs, (const elpis_block_q4_Kx8 *)g0, (const elpis_block_q4_Kx8 *)g1, half, x, bx, nc); \
-        else if (kind == K_Q6_K)                                                                          \
-            k6p_cols(nb, s, bs, (const elpis_block_q6_Kx8 *)g0, (const elpis_block_q6_Kx8 *)g1, half, x, bx, nc); \
         else                                                                                              \
             p16_cols(nb, s, bs, g0, g1, half, x, bx, nc, kind);                                           \
     } while (0)
@@ -592,11 +528,10 @@ AVX512_INLINE void p16_tiles(int64_t nb, float *s, size_t bs, const char *g0, co
 
 AVX512_INLINE void p8_gemm(int64_t n, float *s, size_t bs, const char *groups, int64_t ng, const char *x,
                            size_t bx, int nrc, const int kind) {
-    const int64_t nb = kind == K_Q4_K || kind == K_Q6_K ? n / ELPIS_QK_K : n / ELPIS_QK;
+    const int64_t nb = kind == K_Q4_K ? n / ELPIS_QK_K : n / ELPIS_QK;
     const size_t gbytes = (size_t)nb * (kind == K_Q8_0   ? sizeof(elpis_block_q8_0x8)
                                         : kind == K_Q4_0 ? sizeof(elpis_block_q4_0x8)
-                                        : kind == K_Q4_K ? sizeof(elpis_block_q4_Kx8)
-                                                         : sizeof(elpis_block_q6_Kx8));
+                                                         : sizeof(elpis_block_q4_Kx8));
     for (int64_t i = 0; i < ng; i += 2) {
         const char *g = groups + (size_t)i * gbytes;
         const bool half = i + 1 == ng;
@@ -612,9 +547,6 @@ static AVX512 void gemm8_q4_0(int64_t n, float *s, size_t bs, const void *g, int
 }
 static AVX512 void gemm8_q4_K(int64_t n, float *s, size_t bs, const void *g, int64_t ng, const void *x, size_t bx, int nrc) {
     p8_gemm(n, s, bs, g, ng, x, bx, nrc, K_Q4_K);
-}
-static AVX512 void gemm8_q6_K(int64_t n, float *s, size_t bs, const void *g, int64_t ng, const void *x, size_t bx, int nrc) {
-    p8_gemm(n, s, bs, g, ng, x, bx, nrc, K_Q6_K);
 }
 
 /* ==== Table ======================================================================= */
@@ -633,7 +565,6 @@ bool elpis_quant__fill_avx512(elpis_kernels *k) {
     k->gemm8[ELPIS_Q8_0] = gemm8_q8_0;
     k->gemm8[ELPIS_Q4_0] = gemm8_q4_0;
     k->gemm8[ELPIS_Q4_K] = gemm8_q4_K;
-    k->gemm8[ELPIS_Q6_K] = gemm8_q6_K;
     k->pack8 = true;
     return true;
 }
