@@ -108,7 +108,16 @@ static void run_cancel(elpis_sched *s, const elpis_model *m, int n_streams, int 
         elpis_request *r = start(s, m, i, &w, 1 << 20);
         elpis_req_status st;
         char buf[4096];
-        do { elpis_request_read(r, buf, sizeof buf, &st); } while (st.n_generated < 3 + i % 7);
+        /* wait for the notify, never spin: a spinning reader would take a
+         * core from the compute threads on a 2-core machine */
+        for (;;) {
+            elpis_request_read(r, buf, sizeof buf, &st);
+            if (st.n_generated >= 3 + i % 7) break;
+            pthread_mutex_lock(&w.mu);
+            while (w.events == 0) pthread_cond_wait(&w.cv, &w.mu);
+            w.events = 0;
+            pthread_mutex_unlock(&w.mu);
+        }
         elpis_request_cancel(r, ELPIS_CANCEL_CLIENT);
         elpis_request_wait(r, -1);
         elpis_request_read(r, buf, 0, &st);
@@ -139,7 +148,7 @@ int main(int argc, char **argv) {
     printf("model %s, %d tokens per stream\n", m->name, n_tokens);
     const int counts[] = { 1, 4, 16 };
     for (int i = 0; i < 3; i++) run_latency(s, m, counts[i], n_tokens);
-    for (int i = 0; i < 3; i++) run_cancel(s, m, counts[i], 50);
+    for (int i = 0; i < 3; i++) run_cancel(s, m, counts[i], 200);
     elpis_sched_free(s);
     elpis_model_free(m);
     return 0;
