@@ -430,7 +430,7 @@ static void recall_run(elpis_server *s, srv_job *j) {
         return;
     }
     char *text = srv_format_memories(&res);
-    if (text && elpis_buf_puts(&j->body, text) == ELPIS_OK) j->status = (unsigned)res.n;
+    if (text && elpis_buf_puts(&j->body, text) == ELPIS_OK) j->count = res.n;
     free(text);
     elpis_memory_results_free(&res);
 }
@@ -439,7 +439,7 @@ static enum MHD_Result recall_then(srv_req *r, srv_job *j) {
     srv_agent *a = &r->agent;
     srv_api_error e = { 0 };
     if (j->body.len && (a->memories = elpis_arena_strndup(&r->arena, j->body.data, j->body.len)))
-        a->n_memories = (int)j->status;
+        a->n_memories = j->count;
     if (!srv_agent_render(r, &e)) return srv_respond_api_error(r, &e);
     return srv_gen_launch(r);
 }

@@ -383,6 +383,7 @@ struct srv_job {
     char *text;                        /* input (owned) */
     char key[64];                      /* input: an id, a name */
     unsigned status;                   /* output: HTTP status */
+    int count;                         /* output: what a continuation needs counted (agent.c: memories) */
     elpis_buf body;                    /* output: JSON body (an error envelope when status >= 400) */
     /* MHD thread, when the job is done with status < 400: continue the
      * request instead of answering with body (j is freed after it
