@@ -11,6 +11,7 @@
 #include <string.h>
 
 static elpis_server g_srv;
+static elpis_server_config g_cfg;   /* defaults, as `serve` with no flags */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc; (void)argv;
@@ -27,6 +28,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fprintf(stderr, "fuzz_http_body: %s\n", err.msg);
         exit(1);
     }
+    elpis_server_config_init(&g_cfg);
+    g_srv.cfg = &g_cfg;
     g_srv.chat_family = elpis_chat_detect(g_srv.model->chat_template);
     g_srv.model_id = "stories260K";
     return 0;
