@@ -25,8 +25,9 @@ finish() {
 }
 
 # ---- `elpis serve` helpers (tests that need one server at a time) -----------------------------------
-# serve_start NAME ARGS...: `elpis serve ARGS` on a free loopback port with the event log $TMP/NAME.log;
-#   sets SRV_PID, PORT, URL, LOG (the test kills SRV_PID in its EXIT trap). Fails the suite if it does not start.
+# serve_start NAME ARGS...: `elpis serve ARGS` on a free loopback port with the event log $TMP/NAME.log
+#   (appended to on a restart); sets SRV_PID, PORT, URL, LOG (the test kills SRV_PID in its EXIT trap).
+#   Fails the suite if it does not start.
 # srv_start NAME ARGS...: the same with the tiny model (-m stories260K).
 # serve_stop / srv_stop: SIGTERM, at most 30 s for the drain, then SIGKILL; STOP_RC is its exit code.
 # http METHOD PATH [BODY]: prints "BODY STATUS"; status_of / body_of split it.
@@ -35,14 +36,15 @@ SRV_PID=""; LOG=""; URL=""; PORT=""
 serve_start() {
   local name=$1; shift
   LOG="$TMP/$name.log"
+  local before; before=$(grep -c ' server_start ' "$LOG" 2>/dev/null); before=${before:-0}
   "$ELPIS_BIN" serve --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
   SRV_PID=$!
-  for _ in $(seq 300); do
-    grep -q ' server_start ' "$LOG" 2>/dev/null && break
+  for _ in $(seq 300); do   # a restart appends to the same log: wait for a new line
+    [ "$(grep -c ' server_start ' "$LOG" 2>/dev/null)" -gt "$before" ] 2>/dev/null && break
     kill -0 "$SRV_PID" 2>/dev/null || break
     sleep 0.1
   done
-  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
+  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | tail -1)
   URL="http://127.0.0.1:$PORT"
   [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
 }

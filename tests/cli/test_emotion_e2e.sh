@@ -21,27 +21,11 @@ MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 SRV_PID=""; PORT=""; LOG=""; URL=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
-# start_server NAME [serve flags...]: port 0, wait for the server_start log line.
-start_server() {
-  local name=$1; shift
-  LOG="$TMP/$name.log"
-  "$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
-  SRV_PID=$!
-  for _ in $(seq 300); do
-    grep -q ' server_start ' "$LOG" 2>/dev/null && break
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | tail -1)
-  URL="http://127.0.0.1:$PORT"
-  [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
-}
 # stop_server: SIGTERM must end the server cleanly (exit 0: no leak report either)
 stop_server() {
-  kill -TERM "$SRV_PID" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SRV_PID" 2>/dev/null; wait "$SRV_PID"; local rc=$?; SRV_PID=""
-  [ "$rc" = 0 ] || bad "server stops cleanly" "exit $rc: $(tail -5 "${LOG%.log}.err")"
+  local log=$LOG
+  serve_stop
+  [ "$STOP_RC" = 0 ] || bad "server stops cleanly" "exit $STOP_RC: $(tail -5 "${log%.log}.err")"
 }
 kill9_server() { kill -KILL "$SRV_PID"; wait "$SRV_PID" 2>/dev/null; SRV_PID=""; }
 
@@ -106,7 +90,7 @@ assert_contains "the mismatch is explained" "$(cat "$TMP/e6")" 'not a control ve
 
 # ---- 1. modulation: arousal +1 -> temperature 0.5 -----------------------------------------------------
 printf '[emotion]\ndecay_rate = 0\nresponse_analysis = false\n' >"$TMP/plain.ini"
-start_server plain --data-dir "$TMP/d1" --config "$TMP/plain.ini"
+srv_start plain --data-dir "$TMP/d1" --config "$TMP/plain.ini"
 assert_eq "fresh state at the baseline" '{"valence":0.0,"arousal":0.0,"quadrant":"excited"}' "$(curl -s "$URL/v1/psyche/emotion")"
 r=$(post /v1/chat/completions "$(echo '{"prompt":"Once upon a time","max_tokens":8}')")
 assert_eq "baseline: temperature is the base 0.7" "0.7" "$(jget "$r" .elpis.temperature)"
@@ -137,7 +121,7 @@ assert_eq "POST without event_type: 400" 400 "${r##* }"
 # ---- kill -9: the last acknowledged event survives ---------------------------------------------------
 ack=$(event failure 1)
 kill9_server
-start_server plain2 --data-dir "$TMP/d1" --config "$TMP/plain.ini"
+srv_start plain2 --data-dir "$TMP/d1" --config "$TMP/plain.ini"
 assert_eq "after kill -9: the last acknowledged state" "$ack" "$(curl -s "$URL/v1/psyche/emotion")"
 assert_eq "after kill -9: update_count includes it" 4 "$(jget "$(curl -s "$URL/v1/emotion")" .update_count)"
 stop_server
@@ -145,7 +129,7 @@ stop_server
 # ---- 2. steering: one vector for all quadrants changes greedy output ----------------------------------
 printf '[emotion]\ndecay_rate = 0\nresponse_analysis = false\nsteering_strength = 2\n' >"$TMP/all.ini"
 for q in excited frustrated calm depleted; do echo "vectors_$q = $TMP/v.gguf" >>"$TMP/all.ini"; done
-start_server all --data-dir "$TMP/d2" --config "$TMP/all.ini"
+srv_start all --data-dir "$TMP/d2" --config "$TMP/all.ini"
 assert_contains "steering is on" "$(cat "$LOG")" "steering=on"
 r=$(post /v1/chat/completions "$(greedy 60)")
 STEERED=$(jget "$r" '.choices[0].message.content')
@@ -160,7 +144,7 @@ stop_server
 # excited -> v.gguf, frustrated -> w.gguf (the opposite direction); X = (1, 1), Y = (-1, 1)
 printf '[emotion]\ndecay_rate = 0\nresponse_analysis = false\nsteering_strength = 2\nvectors_excited = %s\nvectors_frustrated = %s\n' \
   "$TMP/v.gguf" "$TMP/w.gguf" >"$TMP/two.ini"
-start_server two --data-dir "$TMP/d3" --config "$TMP/two.ini" --ctx 4096 --parallel 4
+srv_start two --data-dir "$TMP/d3" --config "$TMP/two.ini" --ctx 4096 --parallel 4
 to_x() { for _ in 1 2 3 4; do event insight 2 >/dev/null; done; }      # valence -> +1, arousal -> +1
 to_y() { for _ in 1 2 3 4 5; do event failure 2 >/dev/null; done; }    # valence -> -1, arousal stays +1
 # long enough that the first concurrent stream still runs when the second starts (sanitizer builds are ~20x slower)
@@ -190,7 +174,7 @@ stop_server
 
 # ---- 4. response analysis: completed and cancelled text -------------------------------------------------
 printf '[emotion]\ndecay_rate = 0\nsuccess_words = e\n' >"$TMP/an.ini"   # "e": in any story
-start_server an --data-dir "$TMP/d4" --config "$TMP/an.ini" --ctx 4096
+srv_start an --data-dir "$TMP/d4" --config "$TMP/an.ini" --ctx 4096
 post /v1/chat/completions "$(greedy 40)" >/dev/null
 for _ in $(seq 100); do grep -q emotion_from_response "$LOG" && break; sleep 0.05; done
 assert_eq "a completed reply is analysed" 1 "$(jget "$(curl -s "$URL/v1/emotion")" .update_count)"

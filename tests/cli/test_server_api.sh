@@ -10,35 +10,12 @@ MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 SRV_PID=""; PORT=""; LOG=""; URL=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
-start_server() {
-  local name=$1; shift
-  LOG="$TMP/$name.log"
-  "$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
-  SRV_PID=$!
-  for _ in $(seq 300); do
-    grep -q ' server_start ' "$LOG" 2>/dev/null && break
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
-  URL="http://127.0.0.1:$PORT"
-  [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
-}
-stop_server() {
-  kill -TERM "$SRV_PID" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SRV_PID" 2>/dev/null
-  wait "$SRV_PID"; STOP_RC=$?
-  SRV_PID=""
-}
 # req METHOD PATH [BODY] [curl args]: prints "STATUS BODY"
 req() {
   local m=$1 p=$2 body=${3-}; shift 2; [ $# -gt 0 ] && shift
   if [ -n "$body" ]; then curl -s -X "$m" -w ' %{http_code}' -H 'Content-Type: application/json' "$@" "$URL$p" --data-binary "$body"
   else curl -s -X "$m" -w ' %{http_code}' "$@" "$URL$p"; fi
 }
-status_of() { echo "${1##* }"; }
-body_of() { echo "${1% *}"; }
 ends_with_done() { tail -c 14 "$1" | cmp -s - <(printf 'data: [DONE]\n\n'); }
 
 # ---- startup: every bad value is named with its range and source; exit 2 ------------------
@@ -66,7 +43,7 @@ assert_contains "memory budget is logged" "$(cat "$TMP/mem.log")" "memory_budget
 
 # ---- a server with a config file (port from flags wins over the file) ----------------------------
 printf '[server]\nport = 1\nqueue = 4\n[chat]\nanything = goes\n' >"$TMP/ok.ini"   # [chat]: another module's
-start_server main --config "$TMP/ok.ini" --ctx 2048 --parallel 2 --body-limit 16K
+srv_start main --config "$TMP/ok.ini" --ctx 2048 --parallel 2 --body-limit 16K
 assert_contains "config file applied" "$(cat "$LOG")" "queue=4"
 
 r=$(req GET /health)
@@ -158,11 +135,11 @@ for name in elpis_requests_running elpis_requests_queued elpis_kv_cells_used elp
   if grep -q "^$name " <<<"$m"; then ok "metrics has $name"; else bad "metrics has $name"; fi
 done
 assert_contains "metrics counted the 413s" "$m" 'elpis_http_responses_total{code="413"} 2'
-stop_server
+serve_stop
 assert_eq "main server exits 0" 0 "$STOP_RC"
 
 # ---- auth ------------------------------------------------------------------------------------------------------
-ELPIS_API_KEYS="k1, k2" start_server auth
+ELPIS_API_KEYS="k1, k2" srv_start auth
 r=$(req POST /v1/chat/completions '{"prompt":"x","max_tokens":2}')
 assert_eq "no key: 401" 401 "$(status_of "$r")"
 assert_contains "401 envelope" "$(body_of "$r")" '"type":"authentication_error"'
@@ -174,11 +151,11 @@ r=$(req GET /v1/models '' -H 'X-Api-Key: k1')
 assert_eq "X-Api-Key: 200" 200 "$(status_of "$r")"
 assert_eq "metrics needs the key" 401 "$(status_of "$(req GET /metrics)")"
 assert_eq "health is open" 200 "$(status_of "$(req GET /health)")"
-stop_server
+serve_stop
 assert_eq "auth server exits 0" 0 "$STOP_RC"
 
 # ---- /health answers fast while every slot generates ---------------------------------------------------------
-start_server load --ctx 4096 --parallel 4 --queue 4
+srv_start load --ctx 4096 --parallel 4 --queue 4
 pids=()
 for i in 1 2 3 4 5 6; do
   curl -sN -H 'Content-Type: application/json' "$URL/v1/chat/completions" \
@@ -194,6 +171,6 @@ else bad "health under load" "median ${median}s (all: $(echo $times))"; fi
 assert_contains "health reports the load" "$(curl -s "$URL/health")" '"running":4,"queued":2'
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 wait "${pids[@]}" 2>/dev/null
-stop_server
+serve_stop
 assert_eq "load server exits 0" 0 "$STOP_RC"
 finish

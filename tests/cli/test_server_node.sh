@@ -18,15 +18,7 @@ LOG="$TMP/server.log"
 KEY="node-test-key"
 SRV_PID=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
-"$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --ctx 4096 --api-key "$KEY" --log-file "$LOG" 2>"$TMP/server.err" &
-SRV_PID=$!
-for _ in $(seq 300); do
-  grep -q ' server_start ' "$LOG" 2>/dev/null && break
-  kill -0 "$SRV_PID" 2>/dev/null || break
-  sleep 0.1
-done
-PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
-[ -n "$PORT" ] || { bad "server starts" "$(cat "$TMP/server.err")"; finish; exit 1; }
+srv_start server --ctx 4096 --api-key "$KEY"
 
 (cd "$NODE_DIR" && ELPIS_URL="http://127.0.0.1:$PORT" ELPIS_LOG="$LOG" ELPIS_API_KEY="$KEY" \
   timeout 300 node --test --test-reporter=spec openai.test.mjs) >"$TMP/node.out" 2>&1

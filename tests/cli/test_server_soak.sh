@@ -20,17 +20,7 @@ LONG_ROUNDS=${ELPIS_SOAK_LONG_ROUNDS:-$([ $SANITIZED = 1 ] && echo 5 || echo 20)
 
 SRV_PID=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
-LOG="$TMP/server.log"
-"$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --ctx 4096 --parallel 4 --queue 64 --log-file "$LOG" 2>"$TMP/server.err" &
-SRV_PID=$!
-for _ in $(seq 300); do
-  grep -q ' server_start ' "$LOG" 2>/dev/null && break
-  kill -0 "$SRV_PID" 2>/dev/null || break
-  sleep 0.1
-done
-PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
-URL="http://127.0.0.1:$PORT"
-[ -n "$PORT" ] || { bad "server starts" "$(cat "$TMP/server.err")"; finish; exit 1; }
+srv_start server --ctx 4096 --parallel 4 --queue 64
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SRV_PID/status"; }
 metric() { curl -s "$URL/metrics" | sed -n "s/^$1 //p"; }

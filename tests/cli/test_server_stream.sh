@@ -13,30 +13,7 @@ MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 SRV_PID=""; PORT=""; LOG=""; URL=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
-# start_server NAME [serve flags...]: port 0 (the kernel picks), wait for the log line.
-start_server() {
-  local name=$1; shift
-  LOG="$TMP/$name.log"
-  "$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --log-file "$LOG" "$@" 2>"$TMP/$name.err" &
-  SRV_PID=$!
-  for _ in $(seq 300); do
-    grep -q ' server_start ' "$LOG" 2>/dev/null && break
-    kill -0 "$SRV_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" 2>/dev/null | head -1)
-  URL="http://127.0.0.1:$PORT"
-  [ -n "$PORT" ] || { bad "server $name starts" "$(cat "$TMP/$name.err")"; finish; exit 1; }
-}
 
-# stop_server: SIGTERM, bounded wait; the exit code goes to STOP_RC.
-stop_server() {
-  kill -TERM "$SRV_PID" 2>/dev/null
-  for _ in $(seq 300); do kill -0 "$SRV_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SRV_PID" 2>/dev/null
-  wait "$SRV_PID"; STOP_RC=$?
-  SRV_PID=""
-}
 
 # chat OUT HEADERS JSON [curl args...]: a streaming chat request (blocking).
 chat() {
@@ -54,7 +31,7 @@ ends_with_done() { tail -c 14 "$1" | cmp -s - <(printf 'data: [DONE]\n\n'); }
 
 LONG='"max_tokens":4000,"ignore_eos":true,"stream":true'
 
-start_server main --ctx 4096 --parallel 4 --queue 8
+srv_start main --ctx 4096 --parallel 4 --queue 8
 
 # ---- 1. normal streaming -----------------------------------------------------------
 chat "$TMP/s1" "$TMP/h1" '{"prompt":"Once upon a time","max_tokens":60,"stream":true}'
@@ -154,12 +131,12 @@ tokens_c=$(sed -n "s/.*stream_end trace=$TC tokens=\([0-9]*\).*/\1/p" "$LOG")
 assert_eq "5: session 2 got all its tokens" "600" "$tokens_c"
 if wait_for running_is_zero; then ok "5: all slots free afterwards"; else bad "5: all slots free afterwards"; fi
 
-stop_server
+serve_stop
 assert_eq "main server exits 0 on SIGTERM" 0 "$STOP_RC"
 assert_contains "main: shutdown logged" "$(cat "$LOG")" "shutdown_done"
 
 # ---- queue: 503 when full, pings while queued, disconnect while queued, SIGTERM drain ---------------
-start_server queue --ctx 4096 --parallel 1 --queue 1 --ping-interval 0.2
+srv_start queue --ctx 4096 --parallel 1 --queue 1 --ping-interval 0.2
 chat "$TMP/qa" "$TMP/hqa" "{\"prompt\":\"Once upon a time\",$LONG}" &
 PA=$!
 wait_for metric_is elpis_requests_running 1
@@ -180,7 +157,7 @@ if wait_for grep -q "stream_cancelled trace=$TQB reason=client_disconnect" "$LOG
 else bad "queue: queued client leaving is logged" "$(grep "$TQB" "$LOG")"; fi
 if wait_for metric_is elpis_requests_queued 0; then ok "queue: left the queue"; else bad "queue: left the queue"; fi
 # SIGTERM while A streams: A ends with finish_reason length and [DONE], exit 0
-stop_server
+serve_stop
 assert_eq "drain: server exits 0" 0 "$STOP_RC"
 wait "$PA"
 if grep -q '"finish_reason":"length"' "$TMP/qa" && ends_with_done "$TMP/qa"; then ok "drain: running stream ended with length + [DONE]"
