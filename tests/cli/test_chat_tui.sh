@@ -31,10 +31,13 @@ wait_screen() { for _ in $(seq $(( ${2:-10} * 10 ))); do screen | grep -qF -- "$
 expect_screen() { if wait_screen "$2" "${3:-10}"; then ok "$1"; else bad "$1" "[$2] not on screen:
 $(screen)"; fi; }
 # start_chat ARGS...: elpis chat in a 110x34 tmux window; the exit code is printed when it ends
+# (the new window opens before the old one closes: killing a server's last session makes it exit, and a
+# new-session racing that exit failed once with "server exited unexpectedly")
 start_chat() {
-  tm kill-session -t chat 2>/dev/null
-  tm new-session -d -s chat -x 110 -y 34 \
+  tm new-session -d -s next -x 110 -y 34 \
     "env LANG=C.UTF-8 LC_ALL=C.UTF-8 '$ELPIS_BIN' chat $*; echo EXIT=\$?; sleep 60"
+  tm kill-session -t chat 2>/dev/null
+  tm rename-session -t next chat
   expect_screen "ui starts" "Type your message"
 }
 
