@@ -84,6 +84,16 @@ void elpis_tokens_free(elpis_tokens *t);
 /* ---- files ---------------------------------------------------------------- */
 /* Read a whole file (at most max_bytes) into a NUL-terminated malloc'd buffer. */
 elpis_status elpis_read_file(const char *path, size_t max_bytes, char **out, size_t *out_len, elpis_error *err);
+/* Write all n bytes to fd, retrying short writes and EINTR. false on error (errno set). */
+bool elpis_write_all(int fd, const void *p, size_t n);
+
+/* ---- INI lines (the server's and psyche's config files) --------------------- */
+/* Split one line in place. Blank and comment (# ;) lines give *key = NULL;
+ * a [header] updates section (cap bytes) and gives *key = NULL; "key = value"
+ * gives trimmed *key and *val (one pair of matching quotes removed from val).
+ * Errors name src (e.g. "file:line"). */
+elpis_status elpis_ini_line(char *line, char *section, size_t cap, const char *src, char **key, char **val,
+                            elpis_error *err);
 
 /* ---- half floats ------------------------------------------------------------ */
 float    elpis_f16_to_f32(uint16_t h);

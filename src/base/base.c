@@ -6,6 +6,7 @@
  */
 #include "elpis/base.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- errors ----------------------------------------------------------------- */
 
@@ -268,4 +270,48 @@ void elpis_log(elpis_log_level lvl, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fprintf(stderr, "elpis: %s: %s\n", names[lvl], line);
+}
+
+bool elpis_write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n > 0) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return false;
+        c += k;
+        n -= (size_t)k;
+    }
+    return true;
+}
+
+/* ---- INI lines ---------------------------------------------------------------------------- */
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
+    return s;
+}
+
+elpis_status elpis_ini_line(char *line, char *section, size_t cap, const char *src, char **key, char **val,
+                            elpis_error *err) {
+    *key = *val = NULL;
+    line = trim(line);
+    if (!*line || *line == '#' || *line == ';') return ELPIS_OK;
+    if (*line == '[') {
+        char *close = strchr(line, ']');
+        if (!close) return elpis_fail(err, ELPIS_EINVAL, "%s: unterminated section header", src);
+        *close = 0;
+        snprintf(section, cap, "%s", trim(line + 1));
+        return ELPIS_OK;
+    }
+    char *eq = strchr(line, '=');
+    if (!eq) return elpis_fail(err, ELPIS_EINVAL, "%s: expected key = value", src);
+    *eq = 0;
+    char *k = trim(line), *v = trim(eq + 1);
+    size_t n = strlen(v);
+    if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) { v[n - 1] = 0; v++; }
+    *key = k;
+    *val = v;
+    return ELPIS_OK;
 }

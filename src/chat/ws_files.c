@@ -41,24 +41,13 @@ static size_t count_lines(const char *s, size_t n) {
     return lines + (n && s[n - 1] != '\n');
 }
 
-static bool write_all(int fd, const char *p, size_t n) {
-    while (n) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 /* Replace `path` with data: a temporary file beside it, then rename. */
 static bool write_replace(const char *path, const char *data, size_t n, mode_t mode, char *why, size_t wn) {
     char tmp[PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.elpis-XXXXXX", path);
     int fd = mkstemp(tmp);
     if (fd < 0) return snprintf(why, wn, "%s", strerror(errno)), false;
-    bool ok = write_all(fd, data, n) && fchmod(fd, mode & 07777) == 0;
+    bool ok = elpis_write_all(fd, data, n) && fchmod(fd, mode & 07777) == 0;
     ok = close(fd) == 0 && ok;
     if (ok && rename(tmp, path) == 0) return true;
     snprintf(why, wn, "%s", strerror(errno));
@@ -147,7 +136,7 @@ json_t *ws__create_file(elpis_ws *w, json_t *a, ws_err *e) {
     if (fd < 0)
         return ws__fail(e, ELPIS_TOOL_FAILED, "create_file %s: %s", path,
                         errno == EEXIST ? "the file already exists (use edit_file)" : strerror(errno));
-    bool ok = write_all(fd, content, n);
+    bool ok = elpis_write_all(fd, content, n);
     ok = close(fd) == 0 && ok;
     if (!ok) {
         unlink(real);

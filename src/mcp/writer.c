@@ -26,17 +26,6 @@ struct mcp_out_line {
     char data[];       /* the message and its '\n' */
 };
 
-static bool write_all(int fd, const char *p, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return false;
-        p += k;
-        n -= (size_t)k;
-    }
-    return true;
-}
-
 static void *writer_main(void *arg) {
     mcp_writer *w = arg;
     pthread_mutex_lock(&w->mu);
@@ -47,7 +36,7 @@ static void *writer_main(void *arg) {
         w->head = l->next;
         if (!w->head) w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
-        bool ok = !w->dead && write_all(w->fd, l->data, l->len);
+        bool ok = !w->dead && elpis_write_all(w->fd, l->data, l->len);
         int e = errno;
         pthread_mutex_lock(&w->mu);
         if (!ok && !w->dead) {

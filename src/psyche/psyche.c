@@ -76,31 +76,12 @@ elpis_status elpis_psyche_config_env(elpis_psyche_config *c, elpis_error *err) {
     return ELPIS_OK;
 }
 
-static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
-    return s;
-}
-
 /* One INI line; *section follows the [headers]. Sections of others are skipped. */
 static elpis_status ini_line(elpis_psyche_config *c, char *line, char *section, size_t cap, const char *src,
                              elpis_error *err) {
-    line = trim(line);
-    if (!*line || *line == '#' || *line == ';') return ELPIS_OK;
-    if (*line == '[') {
-        char *close = strchr(line, ']');
-        if (!close) return elpis_fail(err, ELPIS_EINVAL, "%s: unterminated section header", src);
-        *close = 0;
-        snprintf(section, cap, "%s", trim(line + 1));
-        return ELPIS_OK;
-    }
-    char *eq = strchr(line, '=');
-    if (!eq) return elpis_fail(err, ELPIS_EINVAL, "%s: expected key = value", src);
-    *eq = 0;
-    char *key = trim(line), *val = trim(eq + 1);
-    size_t n = strlen(val);
-    if (n >= 2 && (val[0] == '"' || val[0] == '\'') && val[n - 1] == val[0]) { val[n - 1] = 0; val++; }
+    char *key, *val;
+    elpis_status st = elpis_ini_line(line, section, cap, src, &key, &val, err);
+    if (st != ELPIS_OK || !key) return st;
     if (!elpis_psyche_section(section)) return ELPIS_OK;
     return elpis_psyche_config_set(c, section, key, val, src, err);
 }

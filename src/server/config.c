@@ -238,33 +238,14 @@ static const cfg_key *find_key(const char *section, const char *key) {
 
 /* ---- INI file ------------------------------------------------------------------ */
 
-static char *trim(char *s) {
-    while (isspace((unsigned char)*s)) s++;
-    char *e = s + strlen(s);
-    while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
-    return s;
-}
-
 /* One line of the file; *section is updated by [headers]. */
 static elpis_status ini_line(elpis_server_config *c, char *line, char *section, size_t sec_cap, const char *path,
                              int lineno, elpis_error *err) {
     char src[512];
     snprintf(src, sizeof src, "%s:%d", path, lineno);
-    line = trim(line);
-    if (!*line || *line == '#' || *line == ';') return ELPIS_OK;
-    if (*line == '[') {
-        char *close = strchr(line, ']');
-        if (!close) return elpis_fail(err, ELPIS_EINVAL, "%s: unterminated section header", src);
-        *close = 0;
-        snprintf(section, sec_cap, "%s", trim(line + 1));
-        return ELPIS_OK;
-    }
-    char *eq = strchr(line, '=');
-    if (!eq) return elpis_fail(err, ELPIS_EINVAL, "%s: expected key = value", src);
-    *eq = 0;
-    char *key = trim(line), *val = trim(eq + 1);
-    size_t n = strlen(val);
-    if (n >= 2 && (val[0] == '"' || val[0] == '\'') && val[n - 1] == val[0]) { val[n - 1] = 0; val++; }
+    char *key, *val;
+    elpis_status st = elpis_ini_line(line, section, sec_cap, src, &key, &val, err);
+    if (st != ELPIS_OK || !key) return st;
     if (elpis_psyche_section(section)) return elpis_psyche_config_set(&c->psyche, section, key, val, src, err);
     if (strcmp(section, "server") && strcmp(section, "model")) return ELPIS_OK;   /* another module's section */
     const cfg_key *k = find_key(section, key);
