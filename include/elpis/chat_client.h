@@ -300,6 +300,9 @@ typedef struct elpis_chat_app {
     sig_atomic_t dream_seen_int;     /* *sigint when the running /dream began */
 } elpis_chat_app;
 
+/* Record the last known emotional state (a reply's echo or a poll). */
+void elpis_chat_set_emotion(elpis_chat_app *app, double valence, double arousal, const char *quadrant);
+
 /* What a command prints: kind is "info", "error", "thought" (dreams) or
  * "emotion"; text may span lines. */
 typedef void (*elpis_say_fn)(void *ud, const char *kind, const char *text);

@@ -54,18 +54,21 @@ void elpis_chat_bar(double v, double lo, double hi, int cells, char *buf, size_t
 
 /* ---- server state ----------------------------------------------------------------------------- */
 
+void elpis_chat_set_emotion(elpis_chat_app *app, double valence, double arousal, const char *quadrant) {
+    app->has_emotion = true;
+    app->valence = valence;
+    app->arousal = arousal;
+    snprintf(app->quadrant, sizeof app->quadrant, "%s", quadrant ? quadrant : "");
+}
+
 bool elpis_chat_refresh_emotion(elpis_chat_app *app) {
     json_t *o = NULL;
     long status = 0;
     bool ok = false;
     if (elpis_client_request(&app->client, "GET", "/v1/psyche/emotion", NULL, &status, &o, NULL) == ELPIS_OK && status == 200) {
         json_t *v = json_object_get(o, "valence"), *a = json_object_get(o, "arousal"), *q = json_object_get(o, "quadrant");
-        if ((ok = json_is_number(v) && json_is_number(a))) {
-            app->has_emotion = true;
-            app->valence = json_number_value(v);
-            app->arousal = json_number_value(a);
-            snprintf(app->quadrant, sizeof app->quadrant, "%s", json_is_string(q) ? json_string_value(q) : "");
-        }
+        if ((ok = json_is_number(v) && json_is_number(a)))
+            elpis_chat_set_emotion(app, json_number_value(v), json_number_value(a), json_string_value(q));
     }
     json_decref(o);
     o = NULL;

@@ -111,10 +111,7 @@ static void ui_tool(void *ud, const elpis_tool_call *c, elpis_tool_state st, elp
 
 static void ui_emotion(void *ud, double v, double a, const char *q) {
     plain *p = ud;
-    p->app->has_emotion = true;
-    p->app->valence = v;
-    p->app->arousal = a;
-    snprintf(p->app->quadrant, sizeof p->app->quadrant, "%s", q);
+    elpis_chat_set_emotion(p->app, v, a, q);
 }
 
 /* New SIGINTs since the last look: interrupt. */

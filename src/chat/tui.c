@@ -622,10 +622,7 @@ static void ui_tool(void *ud, const elpis_tool_call *c, elpis_tool_state st, elp
 
 static void ui_emotion(void *ud, double v, double a, const char *q) {
     tui *t = ud;
-    t->app->has_emotion = true;
-    t->app->valence = v;
-    t->app->arousal = a;
-    snprintf(t->app->quadrant, sizeof t->app->quadrant, "%s", q);
+    elpis_chat_set_emotion(t->app, v, a, q);
     t->dirty = true;
 }
 
