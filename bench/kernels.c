@@ -63,8 +63,6 @@ static void run_vec_dot(const run *r, const elpis_kernels *k) {
 }
 
 static void run_gemm8(const run *r, const elpis_kernels *k) {
-    const size_t rb = elpis_row_bytes(r->t, r->n);
-    (void)rb;
     k->gemm8[r->t](r->n, r->y, (size_t)r->rows, r->packed, r->rows / 8, r->xs, r->xs_stride, (int)r->cols);
 }
 
