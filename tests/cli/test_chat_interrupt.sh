@@ -13,12 +13,7 @@ MODEL="$ELPIS_SHARED/models/stories260K.gguf"
 SRV_PID=""; CLI_PID=""
 trap '[ -n "$SRV_PID" ] && kill -KILL "$SRV_PID" 2>/dev/null; [ -n "$CLI_PID" ] && kill -KILL "$CLI_PID" 2>/dev/null; rm -rf "$TMP"' EXIT
 
-LOG="$TMP/server.log"
-"$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --ctx 4096 --log-file "$LOG" 2>"$TMP/server.err" &
-SRV_PID=$!
-for _ in $(seq 300); do grep -q ' server_start ' "$LOG" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" | head -1)
-[ -n "$PORT" ] || { bad "server starts" "$(cat "$TMP/server.err")"; finish; exit 1; }
+srv_start server --ctx 4096
 
 wait_for() { for _ in $(seq 100); do "$@" && return 0; sleep 0.05; done; return 1; }
 out_bigger_than() { [ "$(stat -c %s "$TMP/out")" -gt "$1" ]; }

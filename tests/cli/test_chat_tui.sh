@@ -46,12 +46,7 @@ printf 'line one\n' >"$TMP/ws/a.txt"
 echo "TOP SECRET" >"$TMP/outside/secret.txt"
 
 # ---- 1. the real server ------------------------------------------------------------------------------------------
-LOG="$TMP/server.log"
-"$ELPIS_BIN" serve -m "$MODEL" --host 127.0.0.1 --port 0 --ctx 4096 --log-file "$LOG" 2>"$TMP/server.err" &
-SRV_PID=$!
-for _ in $(seq 300); do grep -q ' server_start ' "$LOG" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's/.* server_start .*port=\([0-9]*\).*/\1/p' "$LOG" | head -1)
-[ -n "$PORT" ] || { bad "server starts" "$(cat "$TMP/server.err")"; finish; exit 1; }
+srv_start server --ctx 4096
 
 start_chat --server "http://127.0.0.1:$PORT" --workspace "'$TMP/ws'" --max-tokens 4000 --param ignore_eos=true
 expect_screen "header names the model" "llama @ http://127.0.0.1:$PORT"
