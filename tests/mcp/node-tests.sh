@@ -11,9 +11,12 @@ mcp_node_deps() {
   fi
   local major; major=$(node -p 'process.versions.node.split(".")[0]')
   if [ "$major" -lt 18 ]; then bad "node >= 18" "found $(node --version)"; return 1; fi
-  [ -d "$MCP_DIR/node_modules/@modelcontextprotocol/sdk" ] && return 0
+  # The marker is written only after npm ci has finished: package directories appear while it
+  # still runs, and a wrapper that checked one of them once started on a half-installed tree.
+  [ -f "$MCP_DIR/node_modules/.elpis-npm-ci-done" ] && return 0
   ( cd "$MCP_DIR" && flock /tmp/elpis-mcp-npm-ci.lock \
-      sh -c '[ -d node_modules/@modelcontextprotocol/sdk ] || npm ci --silent --no-audit --no-fund' ) \
+      sh -c '[ -f node_modules/.elpis-npm-ci-done ] ||
+             { npm ci --silent --no-audit --no-fund && touch node_modules/.elpis-npm-ci-done; }' ) \
     >"$TMP/npm.log" 2>&1 || { bad "npm ci in tests/mcp" "$(tail -20 "$TMP/npm.log")"; return 1; }
 }
 
